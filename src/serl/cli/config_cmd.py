@@ -1,0 +1,3 @@
+"""`serl config` (being built)."""
+
+from serl.cli.app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`serl evaluate` (being built)."""
+
+from serl.cli.app import app  # noqa: F401

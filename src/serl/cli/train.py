@@ -1,0 +1,3 @@
+"""`serl train` (being built)."""
+
+from serl.cli.app import app  # noqa: F401
