@@ -129,8 +129,14 @@ def default_dtype(device: str | torch.device = "cpu") -> torch.dtype:
 def parse_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
     if name == "auto":
         return default_dtype(device)
-    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp16": torch.float16, "float16": torch.float16}
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
     if name not in table:
         raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(table)}")
     return table[name]

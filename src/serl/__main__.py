@@ -1,0 +1,3 @@
+from serl.cli import app
+
+app()

@@ -1,0 +1,388 @@
+"""Typed configuration: dataclasses per section, YAML presets shipped in the package, dotted CLI overrides.
+
+Every paper knob has a name here, and every deliberate deviation from the reference code (serl-reference.md §9) has a
+flag whose docstring comment says which value reproduces the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid preset, key or value."""
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 0  # 0 disables LoRA
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    policy: str = "embedded:smollm2-135m"  # embedded:NAME, local HF dir, .gguf path, or hub id
+    reference: str | None = None  # None: the initial policy weights
+    dtype: str = "auto"  # auto = fp32 on CPU, bf16 on a GPU that has it
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    seed_path: str = "embedded:arithmetic"  # seed problems: few-shot exemplars and novelty reference (serl mode)
+    train_path: str | None = None  # dataset prompts for maj/gt modes; None uses seed_path
+    input_key: str = "problem"
+    label_key: str | None = "answer"
+    max_samples: int | None = None
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"  # hf | vllm
+    n_samples_per_prompt: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_new_tokens: int = 1024
+    prompt_max_len: int = 1024
+    prompt_format: str = "raw"  # raw (reference: problem text, no template, no BOS) | chat | chat_boxed
+    stop: list[str] = field(default_factory=list)
+    max_batch_size: int | None = None  # engine batch; None lets the engine choose
+    vllm_gpu_memory_utilization: float = 0.6
+    vllm_enable_sleep: bool = True
+
+
+@dataclass
+class SelfInstructConfig:
+    few_shot: int = 8
+    max_generated_shots: int = 2  # up to this many shots come from the kept pool of generated problems
+    generation_batch_size: int = 4  # generation prompts per round
+    temperature: float = 0.8
+    top_p: float = 0.95
+    presence_penalty: float = 2.0
+    max_new_tokens: int = 1024
+    prompt_max_len: int = 1024
+    rouge_threshold: float = 0.7  # reject when ROUGE-L F > threshold
+    novelty_scope: str = "all"  # all (seeds + every generated problem) | reference (seeds + current batch)
+    faithful_capitalize: bool = False  # True reproduces the reference's str.capitalize() (lower-cases the rest)
+    min_words: int = 4
+    max_words: int = 150
+    prompt_file: str | None = None  # JSON with "system" and "user"; None uses the packaged prompt
+
+
+@dataclass
+class RewardConfig:
+    extractor: str = "math"  # math | choice | number
+    score_prompt_and_response: bool = False  # True reproduces the reference (extraction over prompt + response)
+    majority_method: str = "fast"  # fast (identical rewards, clustered) | reference (all pairs)
+    difficulty_low: float = 0.2
+    difficulty_high: float = 0.8
+    timeout_s: float = 5.0
+    num_workers: int | None = None  # None: one per core
+
+
+@dataclass
+class AlgoConfig:
+    advantage_estimator: str = "reinforce"  # reinforce | reinforce_baseline | rloo | grpo | dr_grpo
+    gamma: float = 1.0
+    kl_coef: float = 1e-4  # init_kl_coef; the reference scripts used 1e-3, its README 1e-4
+    kl_estimator: str = "k1"  # k1 | k2 | k3
+    use_kl_loss: bool = False  # False: KL in the per-token reward (reference default); True: KL as a loss term
+    eps_clip_low: float = 0.2
+    eps_clip_high: float = 0.2
+    reward_clip: float = 10.0
+    whiten_scope: str = "rollout"  # rollout (reference: before the difficulty filter) | train (final batch)
+    advantage_std_norm: bool = True
+    rloo_whiten: bool = True  # OpenRLHF v0.7.1 whitens RLOO; current OpenRLHF does not
+    loss_agg: str = "token_mean_micro"  # token_mean_micro (reference) | token_mean_global | seq_mean_token_mean
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "serl"  # serl (self-instruction + majority) | maj (dataset prompts + majority) | gt (labels)
+    rollout_batch_size: int = 16  # problems per training step (after the difficulty filter)
+    train_batch_size: int = 16  # sequences per optimizer step
+    micro_train_batch_size: int = 1
+    max_epochs: int = 1
+    learning_rate: float = 5e-7
+    lr_warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.1
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    instructions_per_iteration: int = 2000  # trained problems per iteration (paper: 2000 = 125 steps)
+    num_iterations: int = 3
+    max_steps: int | None = None  # stop after this many steps overall (None: run all iterations)
+    carryover: str = "expire"  # expire (reference: extra passing groups expire after one step, logged) | keep
+    max_attempts_per_step: int = 50  # rollout rounds per step before stopping with a saved state
+    seed: int = 42
+    save_every: int = 50  # steps between resumable checkpoints (also saved at every iteration end)
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # steps between in-training evals; 0 = only at iteration ends
+    datasets: list[str] = field(default_factory=lambda: ["embedded:arithmetic-test"])
+    input_key: str = "problem"
+    label_key: str = "answer"
+    max_samples: int | None = 200
+    prompt_format: str | None = None  # None: same as rollout.prompt_format
+    max_new_tokens: int = 1024
+    at_start: bool = False  # evaluate the initial policy before the first step
+
+
+@dataclass
+class LogConfig:
+    run_dir: str | None = None  # None: runs/<preset>-<timestamp>
+    console: str = "rich"  # rich | quiet | json
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "serl"
+    rollout_keep_every: int = 1  # write every k-th group's responses to rollouts/ (1 = all)
+
+
+@dataclass
+class SerlConfig:
+    preset: str = "cpu-demo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    selfinstruct: SelfInstructConfig = field(default_factory=SelfInstructConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "rollout.engine": ("hf", "vllm"),
+    "rollout.prompt_format": ("raw", "chat", "chat_boxed"),
+    "selfinstruct.novelty_scope": ("all", "reference"),
+    "reward.extractor": ("math", "choice", "number"),
+    "reward.majority_method": ("fast", "reference"),
+    "algo.advantage_estimator": ("reinforce", "reinforce_baseline", "rloo", "grpo", "dr_grpo"),
+    "algo.kl_estimator": ("k1", "k2", "k3"),
+    "algo.whiten_scope": ("rollout", "train"),
+    "algo.loss_agg": ("token_mean_micro", "token_mean_global", "seq_mean_token_mean"),
+    "train.mode": ("serl", "maj", "gt"),
+    "train.carryover": ("expire", "keep"),
+    "log.console": ("rich", "quiet", "json"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Conversion between nested dicts and dataclasses, with key suggestions and type checks.
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check (and gently coerce) a YAML/CLI value against a field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str) and _looks_numeric(value):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {annotation!r}")
+
+
+def _unknown_key(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def all_keys(cls: type = SerlConfig, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of the config tree."""
+    keys = []
+    for name, annotation in _field_types(cls).items():
+        if dataclasses.is_dataclass(annotation):
+            keys.extend(all_keys(annotation, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    types_by_name = _field_types(type(obj))
+    for name, value in values.items():
+        dotted = f"{prefix}{name}"
+        if name not in types_by_name:
+            raise _unknown_key(dotted, all_keys())
+        annotation = types_by_name[name]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted}: expected a mapping of sub-keys, got {value!r}")
+            _apply(getattr(obj, name), value, f"{dotted}.")
+        else:
+            setattr(obj, name, _coerce(value, annotation, dotted))
+
+
+def validate(cfg: SerlConfig) -> SerlConfig:
+    for dotted, choices in CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(choices)}")
+    if not 0.0 <= cfg.reward.difficulty_low <= cfg.reward.difficulty_high <= 1.0:
+        raise ConfigError("reward.difficulty_low/high: need 0 <= low <= high <= 1")
+    if cfg.rollout.n_samples_per_prompt < 1:
+        raise ConfigError("rollout.n_samples_per_prompt: must be >= 1")
+    if cfg.algo.advantage_estimator in ("rloo", "grpo", "reinforce_baseline") and cfg.rollout.n_samples_per_prompt < 2:
+        raise ConfigError(f"algo.advantage_estimator={cfg.algo.advantage_estimator} needs n_samples_per_prompt >= 2")
+    if cfg.train.train_batch_size % cfg.train.micro_train_batch_size:
+        raise ConfigError("train.train_batch_size must be a multiple of train.micro_train_batch_size")
+    if cfg.selfinstruct.max_generated_shots > cfg.selfinstruct.few_shot:
+        raise ConfigError("selfinstruct.max_generated_shots cannot exceed selfinstruct.few_shot")
+    return cfg
+
+
+def from_dict(values: dict[str, Any]) -> SerlConfig:
+    cfg = SerlConfig()
+    _apply(cfg, values)
+    return validate(cfg)
+
+
+def to_dict(cfg: SerlConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Presets and overrides.
+
+
+def list_presets() -> list[str]:
+    folder = resources.files("serl") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path_or_text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path_or_text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin}: invalid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping")
+    return data
+
+
+def load_preset_dict(name_or_path: str) -> dict[str, Any]:
+    """A preset by packaged name (e.g. 'cpu-demo') or a YAML file path; 'extends: NAME' chains presets."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        data = _read_yaml(path.read_text(), str(path))
+    elif name_or_path in list_presets():
+        text = (resources.files("serl") / "presets" / f"{name_or_path}.yaml").read_text()
+        data = _read_yaml(text, f"preset {name_or_path}")
+    else:
+        raise ConfigError(
+            f"unknown preset {name_or_path!r}; packaged presets: {', '.join(list_presets())}, or a YAML path"
+        )
+    name = data.pop("preset", path.stem if path.suffix in (".yaml", ".yml") else name_or_path)
+    parent = data.pop("extends", None)
+    if parent:
+        merged = load_preset_dict(parent)
+        _deep_update(merged, data)
+        data = merged
+    data["preset"] = name
+    return data
+
+
+def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'algo.kl_coef=1e-4' -> ('algo.kl_coef', 0.0001); values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key not in all_keys():
+        raise _unknown_key(key, all_keys())
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_config(preset: str = "cpu-demo", overrides: list[str] | None = None) -> SerlConfig:
+    data = load_preset_dict(preset)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return from_dict(data)
+
+
+def dump_yaml(cfg: SerlConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,114 @@
+"""Config: presets resolve, overrides parse, unknown keys suggest the closest valid one, paper values match §7.3-7.4."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from serl.config import ConfigError, dump_yaml, list_presets, load_config
+
+
+def test_packaged_presets_all_resolve() -> None:
+    assert {"cpu-demo", "paper-llama32-3b", "paper-qwen25-7b"} <= set(list_presets())
+    for name in list_presets():
+        assert load_config(name).preset == name
+
+
+def test_paper_llama_preset_carries_reference_values() -> None:
+    cfg = load_config("paper-llama32-3b")
+    # serl-reference §7.3 (SeRL flags) and §7.4 (script values)
+    assert cfg.model.policy == "meta-llama/Llama-3.2-3B-Instruct"
+    assert cfg.rollout.n_samples_per_prompt == 16
+    assert cfg.train.rollout_batch_size == 16
+    assert cfg.train.train_batch_size == 16
+    assert cfg.train.micro_train_batch_size == 1
+    assert cfg.train.learning_rate == pytest.approx(5e-7)
+    assert cfg.train.lr_warmup_ratio == pytest.approx(0.03)
+    assert cfg.train.min_lr_ratio == pytest.approx(0.1)
+    assert cfg.train.adam_betas == [0.9, 0.95]
+    assert cfg.train.max_grad_norm == 1.0
+    assert cfg.train.instructions_per_iteration == 2000
+    assert cfg.train.seed == 42
+    assert cfg.train.carryover == "expire"
+    assert cfg.algo.advantage_estimator == "reinforce"
+    assert cfg.algo.kl_coef == pytest.approx(1e-3)
+    assert cfg.algo.kl_estimator == "k1" and not cfg.algo.use_kl_loss
+    assert cfg.algo.eps_clip_low == cfg.algo.eps_clip_high == 0.2
+    assert cfg.algo.reward_clip == 10.0 and cfg.algo.gamma == 1.0
+    assert cfg.reward.difficulty_low == 0.2 and cfg.reward.difficulty_high == 0.8
+    assert cfg.selfinstruct.few_shot == 8 and cfg.selfinstruct.max_generated_shots == 2
+    assert cfg.selfinstruct.generation_batch_size == 4
+    assert (cfg.selfinstruct.temperature, cfg.selfinstruct.top_p, cfg.selfinstruct.presence_penalty) == (0.8, 0.95, 2.0)
+    assert cfg.selfinstruct.rouge_threshold == 0.7
+    assert (cfg.selfinstruct.min_words, cfg.selfinstruct.max_words) == (4, 150)
+    assert cfg.rollout.max_new_tokens == 1024 and cfg.rollout.prompt_max_len == 1024
+    assert (cfg.rollout.temperature, cfg.rollout.top_p) == (1.0, 1.0)
+    assert cfg.rollout.prompt_format == "raw"
+    assert cfg.data.input_key == "problem" and cfg.data.label_key == "answer"
+    # Faithful-replication flags are on in the paper preset.
+    assert cfg.selfinstruct.faithful_capitalize and cfg.reward.score_prompt_and_response
+    assert cfg.selfinstruct.novelty_scope == "reference"
+
+
+def test_qwen_preset_extends_llama_with_its_own_model() -> None:
+    cfg = load_config("paper-qwen25-7b")
+    assert cfg.preset == "paper-qwen25-7b"
+    assert cfg.model.policy == "Qwen/Qwen2.5-7B-Instruct"
+    assert cfg.algo.kl_coef == pytest.approx(1e-3)
+
+
+def test_dotted_overrides_parse_yaml_values() -> None:
+    cfg = load_config("cpu-demo", ["algo.kl_coef=1e-4", "train.adam_betas=[0.9, 0.99]", "model.reference=null"])
+    assert cfg.algo.kl_coef == pytest.approx(1e-4)
+    assert cfg.train.adam_betas == [0.9, 0.99]
+    assert cfg.model.reference is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algo.kl_cof=1", "did you mean 'algo.kl_coef'"),
+        ("rollout.n_sample_per_prompt=4", "did you mean 'rollout.n_samples_per_prompt'"),
+        ("algo.kl_coef=abc", "algo.kl_coef: expected a number"),
+        ("algo.advantage_estimator=ppo", "is not one of"),
+        ("train.max_epochs=1.5", "expected an integer"),
+        ("nonsense", "must look like section.key=value"),
+    ],
+)
+def test_bad_overrides_fail_with_a_clear_message(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("cpu-demo", [override])
+
+
+def test_unknown_preset_lists_the_packaged_ones() -> None:
+    with pytest.raises(ConfigError, match="cpu-demo"):
+        load_config("no-such-preset")
+
+
+def test_yaml_file_preset_and_round_trip(tmp_path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: cpu-demo\nalgo:\n  advantage_estimator: grpo\n")
+    cfg = load_config(str(path))
+    assert cfg.preset == "mine" and cfg.algo.advantage_estimator == "grpo"
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_yaml(cfg))
+    assert load_config(str(again)).algo == cfg.algo
+
+
+def test_config_show_cli_prints_resolved_values() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "serl", "config", "show", "paper-llama32-3b", "--set", "algo.kl_coef=1e-4"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "policy: meta-llama/Llama-3.2-3B-Instruct" in out
+    assert "kl_coef: 0.0001" in out
+    bad = subprocess.run(
+        [sys.executable, "-m", "serl", "config", "show", "cpu-demo", "--set", "algo.kl_cof=1"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "did you mean 'algo.kl_coef'" in bad.stderr
