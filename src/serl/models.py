@@ -43,7 +43,7 @@ class ResolvedSpec:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SERL_CACHE", Path.home() / ".cache" / "serl"))
+    return Path(os.environ.get("SERL_CACHE") or Path.home() / ".cache" / "serl")
 
 
 def resolve_spec(spec: str) -> ResolvedSpec:
