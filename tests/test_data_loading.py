@@ -42,7 +42,7 @@ def test_jsonl_records_become_problems_with_ids_labels_and_meta(tmp_path: Path) 
         {"idx": 9, "problem": "2*3?", "answer": 6, "level": 2},
         {"idx": 11, "problem": "half of 5?", "answer": 2.5, "level": 3},
     )
-    problems = load_problems(str(path), "problem", "answer")
+    problems = load_problems(path, "problem", "answer")  # a Path works as well as a str
     assert problems == [
         Problem("7", "1+1?", "2", {"level": 1}),
         Problem("9", "2*3?", "6", {"level": 2}),

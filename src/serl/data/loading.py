@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class _Row:
 
 
 def load_problems(
-    path_or_name: str,
+    path_or_name: str | os.PathLike[str],
     input_key: str | Sequence[str] = "problem",
     label_key: str | None = None,
     *,
@@ -58,11 +59,12 @@ def load_problems(
     input_keys = [input_key] if isinstance(input_key, str) else list(input_key)
     if not input_keys:
         raise DataError("input_key names no field")
-    if path_or_name.startswith("embedded:"):
-        return _load_embedded(path_or_name.removeprefix("embedded:"))[:max_samples]
-    rows = list(islice(_read_rows(path_or_name), max_samples))
+    source = os.fspath(path_or_name)
+    if source.startswith("embedded:"):
+        return _load_embedded(source.removeprefix("embedded:"))[:max_samples]
+    rows = list(islice(_read_rows(source), max_samples))
     if not rows:
-        raise DataError(f"{path_or_name}: empty dataset (no records)")
+        raise DataError(f"{source}: empty dataset (no records)")
     used_id_key = _choose_id_key(rows, id_key)
     return [_to_problem(row, input_keys, label_key, used_id_key) for row in rows]
 
