@@ -46,10 +46,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SERL_CACHE") or Path.home() / ".cache" / "serl")
 
 
-def resolve_spec(spec: str) -> ResolvedSpec:
+def resolve_spec(spec: str | os.PathLike) -> ResolvedSpec:
     """Classify a spec without loading anything; raise ModelSpecError listing the accepted forms."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
     if not spec or not isinstance(spec, str):
-        raise ModelSpecError(f"empty model spec; {SPEC_HELP}")
+        raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}; {SPEC_HELP}")
     if spec.startswith("embedded:"):
         name = spec.removeprefix("embedded:")
         if name not in EMBEDDED_MODELS:
@@ -101,9 +103,12 @@ def _convert_gguf_to_safetensors(gguf: Path, target: Path) -> None:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process won the race; keep theirs
-            return
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise  # not a lost race: a real failure
+            # another process finished the conversion first; keep its copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
