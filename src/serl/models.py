@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
 
 def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "auto", device: str = "cpu") -> PreTrainedModel:
     location, gguf_file = materialize(spec)
+    hf_logging.disable_progress_bar()  # a per-tensor bar for a 5 s load is noise in our own progress display
     torch_dtype = parse_dtype(dtype, device) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(location, gguf_file=gguf_file, dtype=torch_dtype)
     return model.to(device)
