@@ -1,0 +1,79 @@
+"""Pure metric functions for sampled evaluation: unbiased pass@k, mean@k and majority-vote maj@k.
+
+Everything here works on plain lists of booleans and an equivalence matrix, so it can be tested by hand and
+recomputed from a per-question output file without a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k) (Chen et al., 2021)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset holds a correct sample
+        return 1.0
+    # the product form avoids the huge binomials of large n
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def sample_ks(n: int) -> list[int]:
+    """The k reported for n samples: powers of two below n, and n itself (16 -> 1, 2, 4, 8, 16)."""
+    if n < 1:
+        raise ValueError(f"need at least one sample, got {n}")
+    return sorted({2**e for e in range(n.bit_length()) if 2**e < n} | {n})
+
+
+def majority_index(equivalent: Sequence[Sequence[bool]], k: int | None = None) -> int:
+    """The majority response among the first k: most equivalents (self included), ties to the lowest index.
+
+    This is the rule of the SeRL majority reward (reference §2.3), applied to the k x k corner of the matrix.
+    """
+    k = len(equivalent) if k is None else k
+    if not 1 <= k <= len(equivalent):
+        raise ValueError(f"k must be between 1 and {len(equivalent)}, got {k}")
+    counts = [sum(bool(equivalent[i][j]) for j in range(k)) for i in range(k)]
+    return counts.index(max(counts))  # index() returns the first maximum: the lowest index wins ties
+
+
+def majority_indices(equivalent: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[int, int]:
+    """majority_index for each k in ks, sharing one equivalence matrix."""
+    return {k: majority_index(equivalent, k) for k in ks}
+
+
+def mean(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("mean of no values")
+    return sum(values) / len(values)
+
+
+def sampled_metrics(correct: Sequence[Sequence[bool]], majority: Sequence[dict[int, int]] | None = None) -> dict:
+    """Dataset metrics from per-question correctness lists (all of the same length n).
+
+    Returns pass@1 (greedy accuracy when n = 1, else the unbiased estimate, which equals mean@n), and for n > 1
+    mean@n, pass@k for every k in sample_ks(n), and maj@k where `majority` gives each question's majority index per k.
+    """
+    if not correct:
+        raise ValueError("no questions to score")
+    n = len(correct[0])
+    if n < 1 or any(len(row) != n for row in correct):
+        raise ValueError("every question needs the same, non-zero number of responses")
+    counts = [sum(map(bool, row)) for row in correct]
+    metrics: dict[str, float | int] = {"questions": len(correct), "samples": n}
+    metrics["pass@1"] = mean([c / n for c in counts])
+    if n == 1:
+        return metrics
+    metrics[f"mean@{n}"] = metrics["pass@1"]
+    for k in sample_ks(n):
+        metrics[f"pass@{k}"] = mean([pass_at_k(n, c, k) for c in counts])
+    if majority is not None:
+        if len(majority) != len(correct):
+            raise ValueError("one majority entry per question is needed")
+        for k in sample_ks(n):
+            metrics[f"maj@{k}"] = mean(
+                [float(bool(row[votes[k]])) for row, votes in zip(correct, majority, strict=True)]
+            )
+    return metrics

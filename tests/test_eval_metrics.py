@@ -1,0 +1,109 @@
+"""Evaluation metrics: pass@k estimator, majority rule, and maj@K/mean@K/pass@K on a hand-built output file."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import pytest
+
+from serl.evaluation.math_eval import math_metrics, score_responses
+from serl.evaluation.metrics import majority_index, pass_at_k, sample_ks, sampled_metrics
+from serl.evaluation.outputs import read_records
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [(4, 1, 2, 0.5), (4, 2, 2, 5 / 6), (5, 0, 3, 0.0), (5, 3, 3, 1.0), (10, 2, 1, 0.2), (16, 16, 16, 1.0)],
+)
+def test_pass_at_k_hand_values(n: int, c: int, k: int, expected: float) -> None:
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_matches_the_binomial_formula() -> None:
+    for n in range(1, 13):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(4, 5, 1), (4, 1, 5), (4, 1, 0), (0, 0, 1)])
+def test_pass_at_k_rejects_impossible_counts(n: int, c: int, k: int) -> None:
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_sample_ks() -> None:
+    assert sample_ks(1) == [1]
+    assert sample_ks(6) == [1, 2, 4, 6]
+    assert sample_ks(16) == [1, 2, 4, 8, 16]
+
+
+def test_majority_index_most_equivalents_ties_to_lowest_index() -> None:
+    t, f = True, False
+    # 0~2, 1~3~4: response 1 has 3 equivalents, response 0 has 2
+    eq = [
+        [t, f, t, f, f],
+        [f, t, f, t, t],
+        [t, f, t, f, f],
+        [f, t, f, t, t],
+        [f, t, f, t, t],
+    ]
+    assert majority_index(eq) == 1
+    assert majority_index(eq, 4) == 0  # first four: 0 and 1 both have 2; the lower index wins
+    assert majority_index(eq, 1) == 0
+    with pytest.raises(ValueError):
+        majority_index(eq, 6)
+
+
+def test_sampled_metrics_greedy_is_plain_accuracy() -> None:
+    metrics = sampled_metrics([[True], [False], [True], [True]])
+    assert metrics == {"questions": 4, "samples": 1, "pass@1": 0.75}
+
+
+# A hand-built per-question file: four questions, four responses each, answers in assorted styles.
+HAND_BUILT = [
+    ("\\boxed{3}", ["so \\boxed{3}", "\\boxed{5}", "the answer is $\\frac{6}{2}$", "\\boxed{7}"]),
+    ("\\boxed{10}", ["4", "The answer is 10", "\\boxed{4}", "4.0"]),
+    ("\\boxed{2}", ["1", "2", "\\boxed{2}", "6"]),
+    ("\\boxed{9}", ["I don't know", "\\boxed{9}", "8", "nonsense"]),
+]
+# By hand: correct per response, and the majority winner among the first k responses (k = 1, 2, 4)
+EXPECTED_CORRECT = [[1, 0, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0]]
+EXPECTED_MAJORITY = [{1: 0, 2: 0, 4: 0}, {1: 0, 2: 0, 4: 0}, {1: 0, 2: 0, 4: 1}, {1: 0, 2: 0, 4: 0}]
+
+
+def test_maj_mean_pass_at_k_on_a_hand_built_file(tmp_path) -> None:
+    golds = [gold for gold, _ in HAND_BUILT]
+    correct, answers, majority = score_responses([responses for _, responses in HAND_BUILT], golds)
+    assert [[int(c) for c in row] for row in correct] == EXPECTED_CORRECT
+    assert [{int(k): v for k, v in row.items()} for row in majority] == EXPECTED_MAJORITY
+    assert answers[3][0] is None and answers[0][2] == "\\frac{6}{2}"
+
+    path = tmp_path / "hand.jsonl"
+    lines = [
+        {"id": str(i), "responses": responses, "gold": gold, "correct": correct[i], "majority": majority[i]}
+        for i, (gold, responses) in enumerate(HAND_BUILT)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    metrics = math_metrics(read_records(path))
+    # mean@4 = (2 + 1 + 2 + 1) / 16; pass@2 per question: c=2 -> 1 - 1/6, c=1 -> 1 - 3/6
+    assert metrics["mean@4"] == pytest.approx(6 / 16)
+    assert metrics["pass@1"] == pytest.approx(6 / 16)
+    assert metrics["pass@2"] == pytest.approx((5 / 6 + 0.5 + 5 / 6 + 0.5) / 4)
+    assert metrics["pass@4"] == 1.0
+    assert metrics["maj@1"] == 0.25  # only question 0's first response is right
+    assert metrics["maj@2"] == 0.25
+    assert metrics["maj@4"] == 0.5  # questions 0 and 2: "2" wins question 2 with two votes
+    assert "breakdowns" not in metrics
+
+
+def test_breakdowns_by_level_and_subject() -> None:
+    records = [
+        {"correct": [True], "meta": {"level": 1, "subject": "Algebra"}},
+        {"correct": [False], "meta": {"level": 1, "subject": "Geometry"}},
+        {"correct": [True], "meta": {"level": 2, "subject": "Algebra"}},
+    ]
+    breakdowns = math_metrics(records)["breakdowns"]
+    assert breakdowns["level"] == {"1": {"questions": 2, "pass@1": 0.5}, "2": {"questions": 1, "pass@1": 1.0}}
+    assert breakdowns["subject"]["Algebra"] == {"questions": 2, "pass@1": 1.0}
