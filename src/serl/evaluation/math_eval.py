@@ -26,25 +26,32 @@ SAMPLING_TEMPERATURE, SAMPLING_TOP_P = 1.0, 0.95  # the reference's maj@K sampli
 
 
 def resolve_dataset(spec: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None) -> tuple[str, str]:
-    """(name, source) for a file path, or a set name looked up in data_dir as NAME.jsonl or NAME/test.jsonl.
+    """(name, source) for a file path, or for a set name looked up under data_dir.
 
-    Anything else (a hub id 'org/name[:split]') is passed through to `load_problems`.
+    A name is found as NAME.jsonl or NAME/test.jsonl in data_dir or one of its subdirectories, so both
+    `--data-dir shared/data/math` and `--data-dir shared/data` find gsm8k, and the latter finds mmlu_pro too.
+    Anything else that looks like 'org/name[:split]' is passed through to `load_problems` as a hub dataset.
     """
     path = Path(spec).expanduser()
     if path.is_file():
         name = path.parent.name if path.stem in ("test", "train", "validation") else path.stem
         return name, str(path)
     spec = os.fspath(spec)
-    if data_dir is not None and "/" not in spec:
+    if data_dir is not None and "/" not in spec and not path.suffix:
         root = Path(data_dir).expanduser()
-        for candidate in (root / f"{spec}.jsonl", root / spec / "test.jsonl"):
-            if candidate.is_file():
-                return spec, str(candidate)
-        have = sorted(p.stem for p in root.glob("*.jsonl")) + sorted(p.parent.name for p in root.glob("*/test.jsonl"))
-        raise DataError(f"no data set {spec!r} in {root} (have: {', '.join(have) or 'nothing'})")
-    if "/" in spec and not path.suffix:
+        for folder in [root, *sorted(p for p in root.glob("*") if p.is_dir())]:
+            for candidate in (folder / f"{spec}.jsonl", folder / spec / "test.jsonl"):
+                if candidate.is_file():
+                    return spec, str(candidate)
+        raise DataError(f"no data set {spec!r} under {root} (have: {', '.join(_set_names(root)) or 'nothing'})")
+    if "/" in spec and not path.suffix and not path.exists():
         return spec.replace("/", "_").replace(":", "_"), spec  # a hub dataset
     raise DataError(f"{spec}: file not found (pass a .jsonl path, or a set name with --data-dir)")
+
+
+def _set_names(root: Path) -> list[str]:
+    files = [*root.glob("*.jsonl"), *root.glob("*/*.jsonl"), *root.glob("*/*/test.jsonl")]
+    return sorted({f.parent.name if f.stem == "test" else f.stem for f in files} - {root.name})
 
 
 def load_math(
