@@ -4,7 +4,7 @@
   "final answer is … I hope", then "final answer is"/`\\boxed{}`, then "answer:", then any LaTeX chunk or number,
   rightmost match first within a priority.
 - `choice`: a letter A–J by the MMLU-Pro cascade (serl-reference §6.3), with no random guess.
-- `number`: the first number after the last `\\boxed`, else the last number in the text, as an exact rational.
+- `number`: the first number inside the last `\\boxed{}`, else the last number in the text, as an exact rational.
 
 These functions run unguarded: the callers in this package put a time limit around them (`serl.reward.limits`).
 """
@@ -96,7 +96,7 @@ def _printable(text: str, limit: int = 500) -> str:
 
 
 _ANSWER_IS = re.compile(r"answer is \(?([A-J])\)?")
-_ANSWER_COLON = re.compile(r"[aA]nswer:\s*([A-J])")
+_ANSWER_COLON = re.compile(r"(?=[aA]nswer:\s*([A-J]))")  # a lookahead: "Answer: Answer: B" has two, overlapping
 _LONE_LETTER = re.compile(r"\b[A-J]\b")
 
 
@@ -127,13 +127,29 @@ def extract_choice(text: str) -> str | None:
     return last.group(0) if last else None
 
 
+def _last_boxed(text: str) -> str | None:
+    """The contents of the last `\\boxed{...}` (to the end of the text if it is never closed)."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth = 0
+    for i in range(start + len("\\boxed"), len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + len("\\boxed{") : i]
+    return text[start + len("\\boxed{") :]
+
+
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 
 
 def _extract_number(text: str) -> Answer | None:
-    boxed_at = text.rfind("\\boxed")
-    if boxed_at >= 0:
-        match = _NUMBER.search(text, boxed_at)
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        match = _NUMBER.search(boxed)
     else:
         match = None
         for match in _NUMBER.finditer(text):  # noqa: B007 - only the last match is wanted

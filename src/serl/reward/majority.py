@@ -152,18 +152,20 @@ def _equivalence_fast(texts: list[str], extractor: str, budget: Budget) -> tuple
     for i, answer in enumerate(answers):
         if answer is not None:
             clusters.setdefault(answer.canonical, []).append(i)
-    members = list(clusters.values())
+    # Largest clusters first: if a pathological answer spends the group's time budget, the checks that decide the
+    # majority are already done. Without time-outs the order changes nothing.
+    members = sorted(clusters.values(), key=len, reverse=True)
 
     n = len(texts)
     eq = [[i == j for j in range(n)] for i in range(n)]
-    for c, cluster in enumerate(members):
+    for cluster in members:
         representative = answers[cluster[0]]
-        assert representative is not None
         # Identical parses give identical checks, so one self-check decides every pair inside the cluster.
-        if len(cluster) > 1 and equivalent_cached(representative, representative, budget):
+        if len(cluster) > 1 and equivalent_cached(representative, representative, budget):  # type: ignore[arg-type]
             _link(eq, cluster, cluster)
+    for c, cluster in enumerate(members):
         for other in members[c + 1 :]:
-            if equivalent_cached(representative, answers[other[0]], budget):  # type: ignore[arg-type]
+            if equivalent_cached(answers[cluster[0]], answers[other[0]], budget):  # type: ignore[arg-type]
                 _link(eq, cluster, other)
     return eq, [answer.text if answer else None for answer in answers]
 
