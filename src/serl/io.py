@@ -1,0 +1,88 @@
+"""Crash-safe file helpers: atomic writes (temp file, fsync, rename) and append-only JSONL with torn-line tolerance."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside PATH, fsync, then rename over PATH: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]], fsync: bool = True) -> None:
+    """Append whole lines in one write, so a crash leaves at most one torn last line."""
+    lines = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in records)
+    if not lines:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(lines)
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """Read a JSONL file written by append_jsonl; return (records, torn) where torn counts ignored bad lines.
+
+    Only an unterminated last line is expected after a crash; any undecodable line is skipped and counted.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], 0
+    records, torn = [], 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                torn += 1
+                log.warning("%s:%d: ignoring a torn or invalid JSON line", path, lineno)
+    return records, torn
+
+
+def truncate_to(path: str | Path, size: int) -> None:
+    """Cut a file back to SIZE bytes (a position recorded in a checkpoint); a missing file stays missing."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as handle:
+            handle.truncate(size)

@@ -1,0 +1,93 @@
+"""Resumable checkpoints: one directory per step, made atomically (build in a temp dir, then rename), plus a `latest`
+pointer rewritten atomically, so a kill at any moment leaves either the old or the new checkpoint, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from serl.io import atomic_write_text
+
+LATEST = "latest"
+
+
+def _step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def capture_rng() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(
+    ckpt_root: Path, step: int, model_state: dict[str, torch.Tensor], trainer_state: dict[str, Any], keep: int
+) -> Path:
+    """Write checkpoints/step_XXXXXX/{model.safetensors, state.pt, meta.json}, point `latest` at it, rotate old ones."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / _step_name(step)
+    tmp = ckpt_root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    # safetensors refuses shared storage (tied embeddings): store contiguous copies.
+    save_file({k: v.detach().contiguous().clone() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+    torch.save(trainer_state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step}) + "\n")
+    if final.exists():  # a re-run of the same step after a resume: replace it
+        shutil.rmtree(final)
+    tmp.rename(final)
+    atomic_write_text(ckpt_root / LATEST, final.name + "\n")
+    _rotate(ckpt_root, keep)
+    return final
+
+
+def _rotate(ckpt_root: Path, keep: int) -> None:
+    steps = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+    latest = (ckpt_root / LATEST).read_text().strip()
+    for old in steps[: max(0, len(steps) - keep)]:
+        if old.name != latest:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    pointer = ckpt_root / LATEST
+    if not pointer.exists():
+        return None
+    path = ckpt_root / pointer.read_text().strip()
+    return path if (path / "state.pt").exists() else None
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    model_state = load_file(str(path / "model.safetensors"))
+    trainer_state = torch.load(path / "state.pt", weights_only=False)
+    return model_state, trainer_state
+
+
+def export_hf(model: torch.nn.Module, tokenizer: Any, target: Path) -> Path:
+    """Save an HF checkpoint (safetensors + tokenizer) atomically; LoRA adapters are merged into a copy first."""
+    tmp = target.parent / f".tmp-{target.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_save = model
+    if hasattr(model, "merge_and_unload"):  # peft model: export merged weights, keep the adapter in training
+        import copy
+
+        to_save = copy.deepcopy(model).merge_and_unload()
+    to_save.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
