@@ -30,8 +30,10 @@ def resolve_dataset(spec: str | os.PathLike[str], data_dir: str | os.PathLike[st
 
     A name is found as NAME.jsonl or NAME/test.jsonl in data_dir or one of its subdirectories, so both
     `--data-dir shared/data/math` and `--data-dir shared/data` find gsm8k, and the latter finds mmlu_pro too.
-    Anything else that looks like 'org/name[:split]' is passed through to `load_problems` as a hub dataset.
+    'embedded:NAME' (the generated arithmetic sets) and 'org/name[:split]' (a hub dataset) go to `load_problems`.
     """
+    if os.fspath(spec).startswith("embedded:"):
+        return os.fspath(spec).removeprefix("embedded:"), os.fspath(spec)
     path = Path(spec).expanduser()
     if path.is_file():
         name = path.parent.name if path.stem in ("test", "train", "validation") else path.stem

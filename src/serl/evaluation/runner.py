@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from serl.data import Problem
-from serl.evaluation.outputs import append_records, open_records
+from serl.evaluation.outputs import EvalOutputError, append_records, open_records
 from serl.rollout.base import Completion, RolloutEngine, SamplingParams
 
 # (problems of a batch, their prompts, the n completions of each) -> one record per problem, in the same order
@@ -49,6 +49,12 @@ def run_eval(
     done: dict[str, dict] = {}
     if records_path is not None:
         done = open_records(records_path, settings or {}, overwrite=overwrite)
+    for problem, prompt in zip(problems, prompts, strict=True):
+        if problem.id in done and done[problem.id].get("prompt") != prompt:
+            raise EvalOutputError(
+                f"{records_path}: question {problem.id} has a different prompt than when it was written; "
+                "choose another output directory or pass --overwrite"
+            )
     todo = [i for i, problem in enumerate(problems) if problem.id not in done]
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
