@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from serl.trainer.report import ReportError, fate_group, load_run, summarize, write_report
+from serl.trainer.report import ReportError, _moving_average, fate_group, load_run, summarize, write_report
 
 PLOT_NAMES = {"rewards", "fates", "eval", "training", "majority_hist", "time"}
 EVAL_FILES = {  # step -> dataset -> pass@1; step 0 is the initial policy
@@ -169,6 +169,7 @@ def test_report_writes_plots_summary_and_self_contained_html(run_dir: Path, repo
         assert_real_png(report_paths[name])
     summary = report_paths["summary"].read_text()
     for row in (
+        "| run | demo-run |",
         "| steps | 10 (last step 10) |",
         "| iterations | 2 |",
         "| mode / algorithm | serl / reinforce |",
@@ -268,3 +269,18 @@ def test_fate_group_names() -> None:
 def test_library_error_is_a_report_error(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="nothing to report"):
         write_report(tmp_path)
+
+
+def test_moving_average_is_trailing() -> None:
+    assert _moving_average([1.0, 3.0, 5.0, 7.0], window=2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_long_run_draws_smoothed_curves(tmp_path: Path) -> None:
+    run_dir = tmp_path / "long"
+    run_dir.mkdir()
+    noisy = [(s * 7919) % 100 / 100 for s in range(1, 61)]
+    rows = [{"step": s, "reward/majority_voting_reward": r, "train/lr": 1e-6} for s, r in enumerate(noisy, 1)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = write_report(run_dir)
+    assert_real_png(paths["rewards"])
+    assert_real_png(paths["training"])

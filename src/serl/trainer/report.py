@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from serl.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
@@ -241,7 +242,6 @@ def _config(run: RunData, section: str, key: str) -> str:
 def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
     """The summary as plain-text tables, rendered both to markdown and to HTML."""
     rows = [
-        ["run", run.run_dir.name],
         ["preset", str(run.config.get("preset", "–"))],
         ["mode / algorithm", f"{_config(run, 'train', 'mode')} / {_config(run, 'algo', 'advantage_estimator')}"],
         ["model", _config(run, "model", "policy")],
@@ -258,7 +258,7 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
     if total > 0:
         shares = ", ".join(f"{p} {s / total:.0%}" for p, s in summary["time_by_phase_s"].items())
         rows.append(["time by phase", shares])
-    tables: list[Table] = [(["", ""], rows)]
+    tables: list[Table] = [(["run", run.run_dir.name], rows)]
     if summary["eval"]:
         header = ["eval pass@1", "step 0", "final", "best", "Δ final − step 0"]
         tables.append(
@@ -296,9 +296,9 @@ def tables_markdown(tables: list[Table]) -> str:
 def tables_html(tables: list[Table]) -> str:
     out = []
     for header, rows in tables:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header) if any(header) else ""
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-        out.append(f"<table>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>")
+        out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     return "\n".join(out)
 
 
@@ -323,8 +323,18 @@ def _legend(ax: Any) -> None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never on the data
 
 
-def _mark_iterations(ax: Any, run: RunData) -> None:
-    """A faint line where an iteration starts: the LR schedule restarts there and the pool changes."""
+def _integer_steps(ax: Any) -> None:
+    """Whole-number step ticks; a run of one or two steps gets room around it instead of ticks like 0.975."""
+    low, high = ax.get_xlim()
+    if high - low < 2:
+        middle = (low + high) / 2
+        ax.set_xlim(middle - 1, middle + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _step_axis(ax: Any, run: RunData) -> None:
+    """Whole-number step ticks, and a faint line where an iteration starts (fresh LR schedule, new pool)."""
+    _integer_steps(ax)
     previous = None
     for record in run.steps:
         iteration = _finite(record.get("iteration"))
@@ -333,11 +343,27 @@ def _mark_iterations(ax: Any, run: RunData) -> None:
         previous = iteration if iteration is not None else previous
 
 
-def _lines(ax: Any, run: RunData, lines: Lines, title: str, ylabel: str = "", legend: bool = True) -> None:
+SMOOTH_AFTER = 40  # points; longer series get a moving average
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last WINDOW values (fewer at the start), so the curve starts at step one."""
+    totals = [0.0, *itertools.accumulate(values)]
+    return [(totals[i + 1] - totals[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(values))]
+
+
+def _lines(
+    ax: Any, run: RunData, lines: Lines, title: str, ylabel: str = "", legend: bool = True, smooth: bool = True
+) -> None:
     for label, xs, ys in lines:
-        marker = "o" if len(xs) <= 40 else None  # a one-step run stays visible; a long run stays readable
-        ax.plot(xs, ys, marker=marker, markersize=3.5, linewidth=1.5, label=label)
-    _mark_iterations(ax, run)
+        if len(xs) <= SMOOTH_AFTER:  # markers: a one-step run still shows its point
+            ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.5, label=label)
+        elif not smooth:
+            ax.plot(xs, ys, linewidth=1.5, label=label)
+        else:  # a long noisy run: the raw values faintly, a trailing moving average on top
+            (raw,) = ax.plot(xs, ys, linewidth=0.8, alpha=0.3)
+            ax.plot(xs, _moving_average(ys, window=max(3, len(ys) // 25)), color=raw.get_color(), label=label)
+    _step_axis(ax, run)
     ax.set(title=title, xlabel="step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     if legend:
@@ -352,7 +378,7 @@ def _stacked_bars(ax: Any, run: RunData, layers: dict[str, dict[int, float]], co
         column = [heights.get(s, 0.0) for s in steps]
         ax.bar(steps, column, bottom=bottom, width=0.85, label=label, color=colors.get(label))
         bottom = [b + h for b, h in zip(bottom, column, strict=True)]
-    _mark_iterations(ax, run)
+    _step_axis(ax, run)
 
 
 REWARD_KEYS = [
@@ -405,6 +431,7 @@ def plot_fates(run: RunData) -> Figure | None:
     if layers:
         _stacked_bars(axes[0], run, layers, FATE_COLORS)
         axes[0].set(title="Self-instruction fates per step (instruction log)", xlabel="step", ylabel="events")
+        axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(axes[0])
     if counts:
         _lines(axes[-1], run, counts, "Filter and self-instruction counts per step", "count")
@@ -440,7 +467,7 @@ def plot_training(run: RunData) -> Figure | None:
     figure = _figure(4.0 * columns, 3.0 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, line in zip(axes, lines, strict=False):
-        _lines(ax, run, [line], line[0], legend=False)
+        _lines(ax, run, [line], line[0], legend=False, smooth=line[0] != "learning rate")  # a schedule: exact
     for ax in axes[len(lines) :]:
         ax.set_visible(False)
     figure.suptitle("Training statistics per step")
@@ -465,6 +492,7 @@ def plot_majority_hist(run: RunData) -> Figure | None:
     mesh = ax.pcolormesh(_edges(steps), [b / bins for b in range(bins + 1)], grid, cmap="viridis", vmin=0.0)
     figure.colorbar(mesh, ax=ax, label="share of groups")
     ax.set(title="Majority-ratio distribution per step", xlabel="step", ylabel="majority ratio")
+    _integer_steps(ax)
     return figure
 
 
@@ -537,7 +565,8 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
 {tables_html(tables)}
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 <h2>Plots</h2>
-<p>Dotted vertical lines mark the first step of a new iteration (fresh LR schedule, new instruction pool).</p>
+<p>Dotted vertical lines mark the first step of a new iteration (fresh LR schedule, new instruction pool).
+Series longer than {SMOOTH_AFTER} steps are drawn faintly with a moving average on top.</p>
 {chr(10).join(sections)}
 <h2>Config</h2>
 <pre>{config}</pre>
