@@ -1,0 +1,93 @@
+"""Experience: everything the policy update needs about a set of rollout sequences, kept per sequence so groups can be
+selected after scoring (the difficulty filter) and concatenated across rollouts (accumulation).
+
+Token ids are stored unpadded; per-token tensors are right-padded to the widest response. Rows [g·n, (g+1)·n) are the
+n samples of group g.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Experience:
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    action_mask: torch.Tensor  # [N, R] bool
+    old_logprobs: torch.Tensor  # [N, R] policy log-probs at rollout time
+    ref_logprobs: torch.Tensor | None  # [N, R] kept only when KL is a loss term
+    kl: torch.Tensor  # [N, R] per-token KL estimate old vs reference (zeros without a reference)
+    advantages: torch.Tensor  # [N, R]
+    rewards: torch.Tensor  # [N] raw rewards, before any baseline
+    returns: torch.Tensor  # [N] Σ_t of the per-token rewards
+    group_size: int
+    whiten_pending: bool = False  # advantages still to be whitened over the training batch (whiten_scope="train")
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self) // self.group_size
+
+    def select(self, rows: Sequence[int] | torch.Tensor) -> Experience:
+        """The given sequences, in the given order (tensors sliced, token lists copied by reference)."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        picked = index.tolist()
+        return replace(
+            self,
+            prompt_ids=[self.prompt_ids[i] for i in picked],
+            response_ids=[self.response_ids[i] for i in picked],
+            action_mask=self.action_mask[index],
+            old_logprobs=self.old_logprobs[index],
+            ref_logprobs=None if self.ref_logprobs is None else self.ref_logprobs[index],
+            kl=self.kl[index],
+            advantages=self.advantages[index],
+            rewards=self.rewards[index],
+            returns=self.returns[index],
+        )
+
+    def select_groups(self, groups: Sequence[int], group_size: int | None = None) -> Experience:
+        """The whole groups with these indices; ``group_size`` is only checked against the stored one."""
+        n = self.group_size
+        if group_size is not None and group_size != n:
+            raise ValueError(f"group_size={group_size} but this experience holds groups of {n}")
+        for g in groups:
+            if not 0 <= g < self.num_groups:
+                raise IndexError(f"group {g} out of range: this experience has {self.num_groups} groups")
+        return self.select([g * n + k for g in groups for k in range(n)])
+
+    @staticmethod
+    def concat(experiences: Sequence[Experience]) -> Experience:
+        """One experience holding all sequences in order; per-token tensors are re-padded to the widest response."""
+        if not experiences:
+            raise ValueError("Experience.concat needs at least one experience")
+        first = experiences[0]
+        for exp in experiences[1:]:
+            if exp.group_size != first.group_size or exp.whiten_pending != first.whiten_pending:
+                raise ValueError("cannot concatenate experiences with different group_size or whiten_pending")
+            if (exp.ref_logprobs is None) != (first.ref_logprobs is None):
+                raise ValueError("cannot concatenate experiences with and without reference log-probs")
+        width = max(exp.action_mask.shape[1] for exp in experiences)
+
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([F.pad(getattr(exp, name), (0, width - exp.action_mask.shape[1])) for exp in experiences])
+
+        return Experience(
+            prompt_ids=[ids for exp in experiences for ids in exp.prompt_ids],
+            response_ids=[ids for exp in experiences for ids in exp.response_ids],
+            action_mask=cat("action_mask"),
+            old_logprobs=cat("old_logprobs"),
+            ref_logprobs=None if first.ref_logprobs is None else cat("ref_logprobs"),
+            kl=cat("kl"),
+            advantages=cat("advantages"),
+            rewards=torch.cat([exp.rewards for exp in experiences]),
+            returns=torch.cat([exp.returns for exp in experiences]),
+            group_size=first.group_size,
+            whiten_pending=first.whiten_pending,
+        )

@@ -1,0 +1,381 @@
+"""PolicyTrainer: turns scored rollouts into an Experience (old and reference log-probs, KL, advantages) and runs the
+PPO-clip update on it with micro-batches, AdamW, grad-norm clipping and the cosine schedule (serl-reference §4-5).
+
+Usage by the training loop::
+
+    trainer = PolicyTrainer(model, ref_model, pad_token_id=tok.pad_token_id, lr=5e-7, total_optimizer_steps=2000)
+    exp = trainer.make_experience(prompt_ids, response_ids, rewards, group_size=n)  # whole rollout
+    kept = Experience.concat([exp.select_groups([g]) for g in passing_groups])  # difficulty filter
+    metrics = trainer.train(kept)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch import nn
+
+from serl.rl.advantages import check_estimator, compute_advantages, estimator_whitens
+from serl.rl.experience import Experience
+from serl.rl.kl import kl_estimate
+from serl.rl.logprobs import response_logprobs
+from serl.rl.loss import LOSS_AGGREGATIONS, aggregate_loss, clipped_policy_loss
+from serl.rl.masked import masked_mean, masked_whiten
+from serl.rl.schedule import cosine_schedule
+from serl.rl.sequences import build_sequences
+
+# running sums over one train() call, turned into averages by _summary
+TOTALS = (
+    "loss",
+    "policy_loss",
+    "kl_loss",
+    "grad_norm",
+    "steps",
+    "nonfinite_steps",
+    "tokens",
+    "clipped",
+    "entropy",
+    "ratio",
+)
+
+
+class PolicyTrainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        ref_model: nn.Module | None = None,
+        *,
+        pad_token_id: int,
+        lr: float,
+        total_optimizer_steps: int,
+        betas: Sequence[float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+        max_grad_norm: float = 1.0,
+        micro_batch_size: int = 1,
+        train_batch_size: int = 16,
+        max_epochs: int = 1,
+        temperature: float = 1.0,
+        warmup_ratio: float = 0.03,
+        min_lr_ratio: float = 0.1,
+        advantage_estimator: str = "reinforce",
+        gamma: float = 1.0,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k1",
+        use_kl_loss: bool = False,
+        eps_clip_low: float = 0.2,
+        eps_clip_high: float = 0.2,
+        reward_clip: float | None = 10.0,
+        whiten_scope: str = "rollout",
+        advantage_std_norm: bool = True,
+        rloo_whiten: bool = True,
+        loss_agg: str = "token_mean_micro",
+        seed: int = 0,
+        reference_context: Callable[[], AbstractContextManager] | None = None,
+        forward_batch_size: int | None = None,
+        logprob_chunk_tokens: int = 256,
+    ) -> None:
+        """``ref_model`` None with ``kl_coef`` > 0 needs ``reference_context``: a factory of a context inside which
+        ``model`` itself is the reference (e.g. a PEFT model's ``disable_adapter``). ``kl_coef`` = 0 skips the
+        reference forward. ``train_batch_size`` counts sequences per optimizer step; ``forward_batch_size`` (default
+        ``micro_batch_size``) is the batch for the gradient-free log-prob passes."""
+        check_estimator(advantage_estimator)
+        if kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"unknown kl estimator {kl_estimator!r}; use k1, k2 or k3")
+        if loss_agg not in LOSS_AGGREGATIONS:
+            raise ValueError(f"unknown loss aggregation {loss_agg!r}; use one of {', '.join(LOSS_AGGREGATIONS)}")
+        if whiten_scope not in ("rollout", "train"):
+            raise ValueError(f"unknown whiten_scope {whiten_scope!r}; use rollout or train")
+        if micro_batch_size < 1 or train_batch_size % micro_batch_size:
+            raise ValueError(
+                f"train_batch_size ({train_batch_size}) must be a positive multiple of micro_batch_size "
+                f"({micro_batch_size})"
+            )
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+        if kl_coef > 0 and ref_model is None and reference_context is None:
+            raise ValueError("kl_coef > 0 needs a reference model or a reference_context")
+        self.model, self.ref_model, self.reference_context = model, ref_model, reference_context
+        self.pad_token_id = pad_token_id
+        self.max_grad_norm, self.max_epochs = max_grad_norm, max_epochs
+        self.micro_batch_size, self.train_batch_size = micro_batch_size, train_batch_size
+        self.forward_batch_size = forward_batch_size or micro_batch_size
+        self.temperature, self.logprob_chunk_tokens = temperature, logprob_chunk_tokens
+        self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
+        self.advantage_estimator, self.gamma, self.reward_clip = advantage_estimator, gamma, reward_clip
+        self.kl_coef, self.kl_estimator, self.use_kl_loss = kl_coef, kl_estimator, use_kl_loss
+        self.eps_clip_low, self.eps_clip_high = eps_clip_low, eps_clip_high
+        self.whiten_scope, self.advantage_std_norm, self.rloo_whiten = whiten_scope, advantage_std_norm, rloo_whiten
+        self.loss_agg = loss_agg
+
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy model has no trainable parameters")
+        self.device = self.params[0].device
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.schedule_total_steps = total_optimizer_steps
+        self.scheduler = cosine_schedule(
+            self.optimizer, total_steps=total_optimizer_steps, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio
+        )
+        # Micro-batch shuffling draws only from this generator, whose state is checkpointed: exact resume.
+        self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer_steps = 0
+
+    # ------------------------------------------------------------------------------------------------ experience
+
+    def make_experience(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        rewards: torch.Tensor | Sequence[float],
+        *,
+        group_size: int,
+    ) -> Experience:
+        """Score-aware experience for a whole rollout; groups are contiguous runs of ``group_size`` sequences."""
+        rewards = torch.as_tensor(rewards, dtype=torch.float32).flatten()
+        count = len(prompt_ids)
+        if count == 0 or rewards.numel() != count or len(response_ids) != count:
+            raise ValueError(
+                f"make_experience needs as many prompts, responses and rewards (got {count}, {len(response_ids)}, "
+                f"{rewards.numel()}), at least one"
+            )
+        if count % group_size:
+            raise ValueError(f"{count} sequences do not split into groups of {group_size}")
+        if not torch.isfinite(rewards).all():
+            raise ValueError("rewards must be finite; give a failed or unparsable response reward 0")
+        prompts = [[int(t) for t in ids] for ids in prompt_ids]
+        responses = [[int(t) for t in ids] for ids in response_ids]
+        lengths = torch.tensor([len(r) for r in responses])
+        action_mask = torch.arange(int(lengths.max())) < lengths[:, None]
+
+        old_logprobs = self._forward_logprobs(self.model, prompts, responses, action_mask)
+        ref_logprobs, kl = None, torch.zeros_like(old_logprobs)
+        if self.kl_coef > 0:
+            with self._reference_model() as reference:
+                ref_logprobs = self._forward_logprobs(reference, prompts, responses, action_mask)
+            kl = kl_estimate(old_logprobs, ref_logprobs, action_mask, estimator=self.kl_estimator)
+        whitens = estimator_whitens(self.advantage_estimator, rloo_whiten=self.rloo_whiten)
+        advantages, returns = compute_advantages(
+            rewards,
+            action_mask,
+            None if self.use_kl_loss else kl,
+            estimator=self.advantage_estimator,
+            group_size=group_size,
+            kl_coef=self.kl_coef,
+            gamma=self.gamma,
+            reward_clip=self.reward_clip,
+            whiten=self.whiten_scope == "rollout",
+            advantage_std_norm=self.advantage_std_norm,
+            rloo_whiten=self.rloo_whiten,
+        )
+        return Experience(
+            prompt_ids=prompts,
+            response_ids=responses,
+            action_mask=action_mask,
+            old_logprobs=old_logprobs,
+            ref_logprobs=ref_logprobs if self.use_kl_loss else None,
+            kl=kl,
+            advantages=advantages,
+            rewards=rewards,
+            returns=returns,
+            group_size=group_size,
+            whiten_pending=whitens and self.whiten_scope == "train",
+        )
+
+    @contextlib.contextmanager
+    def _reference_model(self) -> Iterator[nn.Module]:
+        if self.ref_model is not None:
+            yield self.ref_model
+        else:
+            assert self.reference_context is not None
+            with self.reference_context():
+                yield self.model
+
+    def _forward_logprobs(
+        self, model: nn.Module, prompts: list[list[int]], responses: list[list[int]], action_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Gradient-free log-probs [N, R] in eval mode, batched by similar length to cut padding."""
+        out = torch.zeros(action_mask.shape, dtype=torch.float32)
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]) + len(responses[i]), i))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(order), self.forward_batch_size):
+                    rows = order[start : start + self.forward_batch_size]
+                    batch = build_sequences(
+                        [prompts[i] for i in rows], [responses[i] for i in rows], pad_token_id=self.pad_token_id
+                    ).to(self.device)
+                    logprobs, _ = response_logprobs(
+                        model, batch, temperature=self.temperature, chunk_tokens=self.logprob_chunk_tokens
+                    )
+                    out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
+        finally:
+            model.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------------------------------------ training
+
+    def train(self, experience: Experience) -> dict[str, float]:
+        """max_epochs passes over shuffled micro-batches; one optimizer step per ``train_batch_size`` sequences (the
+        last step of a pass may be smaller). Returns averaged metrics."""
+        if len(experience) == 0:
+            raise ValueError("cannot train on an empty experience")
+        advantages = experience.advantages
+        if experience.whiten_pending:
+            advantages = masked_whiten(advantages, experience.action_mask, std_norm=self.advantage_std_norm)
+        accumulation = self.train_batch_size // self.micro_batch_size
+        totals = dict.fromkeys(TOTALS, 0.0)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.model.train()
+        for _ in range(self.max_epochs):
+            order = torch.randperm(len(experience), generator=self.generator).tolist()
+            micro_batches = [order[i : i + self.micro_batch_size] for i in range(0, len(order), self.micro_batch_size)]
+            for first in range(0, len(micro_batches), accumulation):
+                lr = self.optimizer.param_groups[0]["lr"]
+                self._optimizer_step(experience, advantages, micro_batches[first : first + accumulation], totals)
+        return self._summary(experience, advantages, totals, lr)
+
+    def _optimizer_step(
+        self, experience: Experience, advantages: torch.Tensor, micro_batches: list[list[int]], totals: dict
+    ) -> None:
+        rows = [i for micro in micro_batches for i in micro]
+        step_shape = {
+            "step_tokens": int(experience.action_mask[rows].sum()),
+            "step_sequences": len(rows),
+            "step_micro_batches": len(micro_batches),
+        }
+        for micro in micro_batches:
+            loss = self._micro_batch_loss(experience, advantages, micro, step_shape, totals)
+            loss.backward()
+        max_norm = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+            totals["grad_norm"] += float(grad_norm)
+        else:  # a poisoned batch must not poison the weights: skip the update, keep the schedule in step
+            totals["nonfinite_steps"] += 1
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
+        totals["steps"] += 1
+
+    def _micro_batch_loss(
+        self,
+        experience: Experience,
+        advantages: torch.Tensor,
+        rows: list[int],
+        step_shape: dict[str, int],
+        totals: dict,
+    ) -> torch.Tensor:
+        batch = build_sequences(
+            [experience.prompt_ids[i] for i in rows],
+            [experience.response_ids[i] for i in rows],
+            pad_token_id=self.pad_token_id,
+        ).to(self.device)
+        width, mask = batch.response_width, batch.action_mask
+        index = torch.tensor(rows)
+
+        def take(values: torch.Tensor) -> torch.Tensor:
+            return values[index, :width].to(self.device)
+
+        logprobs, entropy = response_logprobs(
+            self.model,
+            batch,
+            temperature=self.temperature,
+            chunk_tokens=self.logprob_chunk_tokens,
+            with_entropy=True,
+        )
+        per_token, ratio, clipped = clipped_policy_loss(
+            logprobs,
+            take(experience.old_logprobs),
+            take(advantages),
+            eps_clip_low=self.eps_clip_low,
+            eps_clip_high=self.eps_clip_high,
+        )
+        policy_loss = aggregate_loss(per_token, mask, mode=self.loss_agg, **step_shape)
+        loss = policy_loss
+        if self.use_kl_loss and self.kl_coef > 0:
+            assert experience.ref_logprobs is not None, "use_kl_loss needs an experience made with reference log-probs"
+            kl = kl_estimate(logprobs, take(experience.ref_logprobs), mask, estimator=self.kl_estimator)
+            # the reference's KL loss is a sequence mean of token means, whatever the policy-loss aggregation
+            kl_loss = aggregate_loss(kl, mask, mode="seq_mean_token_mean", **step_shape)
+            loss = loss + self.kl_coef * kl_loss
+            totals["kl_loss"] += float(kl_loss)
+        totals["loss"] += float(loss)
+        totals["policy_loss"] += float(policy_loss)
+        totals["tokens"] += float(mask.sum())
+        totals["clipped"] += float((clipped & mask).sum())
+        totals["entropy"] += float((entropy * mask).sum())
+        totals["ratio"] += float((ratio.detach() * mask).sum())
+        return loss
+
+    def _summary(
+        self, experience: Experience, advantages: torch.Tensor, totals: dict[str, float], lr: float
+    ) -> dict[str, float]:
+        mask = experience.action_mask
+        steps, tokens = max(totals["steps"], 1.0), max(totals["tokens"], 1.0)
+        adv_mean = masked_mean(advantages, mask)
+        metrics = {
+            "loss": totals["loss"] / steps,
+            "policy_loss": totals["policy_loss"] / steps,
+            "kl": float(masked_mean(experience.kl, mask)),
+            "clip_frac": totals["clipped"] / tokens,
+            "ratio": totals["ratio"] / tokens,
+            "entropy": totals["entropy"] / tokens,
+            "grad_norm": totals["grad_norm"] / max(steps - totals["nonfinite_steps"], 1.0),
+            "lr": lr,
+            "adv_mean": float(adv_mean),
+            "adv_std": float(masked_mean((advantages - adv_mean) ** 2, mask).sqrt()),
+            "reward": float(experience.rewards.mean()),
+            "return": float(experience.returns.mean()),
+            "response_length": float(mask.sum(-1).float().mean()),
+            "optimizer_steps": totals["steps"],
+            "nonfinite_steps": totals["nonfinite_steps"],
+        }
+        if self.use_kl_loss:
+            metrics["kl_loss"] = totals["kl_loss"] / steps
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------ state
+
+    def reset_schedule(self, total_optimizer_steps: int) -> None:
+        """A fresh warmup + cosine over ``total_optimizer_steps`` (a new iteration); Adam moments are kept."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        self.schedule_total_steps = total_optimizer_steps
+        self.scheduler = cosine_schedule(
+            self.optimizer,
+            total_steps=total_optimizer_steps,
+            warmup_ratio=self.warmup_ratio,
+            min_lr_ratio=self.min_lr_ratio,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, schedule and shuffling state (the model weights are saved by the caller)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "schedule_total_steps": self.schedule_total_steps,
+            "generator": self.generator.get_state(),
+            "optimizer_steps": self.optimizer_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule_total_steps = state["schedule_total_steps"]
+        self.scheduler = cosine_schedule(
+            self.optimizer,
+            total_steps=self.schedule_total_steps,
+            warmup_ratio=self.warmup_ratio,
+            min_lr_ratio=self.min_lr_ratio,
+        )
+        self.scheduler.load_state_dict(state["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # building the scheduler reset it to the first step's value
+        self.generator.set_state(state["generator"])
+        self.optimizer_steps = state["optimizer_steps"]
