@@ -1,5 +1,5 @@
-"""`serl report`: a realistic run directory written by hand (10 steps, 2 iterations, torn last lines, NaN, missing
-keys) gives valid non-blank PNGs, a self-contained report.html and summary numbers equal to hand-computed ones."""
+"""`serl report`: a realistic run directory written by hand (10 steps, 2 iterations, torn last lines, NaN,
+missing keys) gives valid non-blank PNGs, a self-contained report.html and hand-computed summary numbers."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def step_record(step: int) -> dict:
         "time/reward_s": 1.0,
         "time/train_s": 6.0,
         "time/step_s": 25.0 if step in (5, 10) else 20.0,
-        "elapsed_s": 20.0 * step + (5.0 if step >= 5 else 0.0) + (5.0 if step >= 10 else 0.0),  # 210 at step 10
+        # cumulative time/step_s: 210 at step 10
+        "elapsed_s": 20.0 * step + (5.0 if step >= 5 else 0.0) + (5.0 if step >= 10 else 0.0),
     }
     if step % 2 == 0:
         record["reward/label_accuracy"] = 0.2 + 0.025 * step  # 0.25 .. 0.45, mean 0.35
@@ -88,15 +89,16 @@ def write_run(run_dir: Path) -> Path:
     (run_dir / "eval").mkdir()
     for step, values in EVAL_FILES.items():
         metrics = {f"{name}/pass@1": value for name, value in values.items()} | {"math500/questions": 50}
-        (run_dir / "eval" / f"step_{step:06d}.json").write_text(json.dumps({"step": step, "metrics": metrics}))
-        (run_dir / "eval" / f"step_{step:06d}_math500.jsonl").write_text('{"question": "1+1", "correct": true}\n')
+        eval_dir = run_dir / "eval"
+        (eval_dir / f"step_{step:06d}.json").write_text(json.dumps({"step": step, "metrics": metrics}))
+        (eval_dir / f"step_{step:06d}_math500.jsonl").write_text('{"question": "1+1", "correct": true}\n')
     (run_dir / "instructions").mkdir()
     next_id = 0
     for iteration, steps in ((1, range(1, 6)), (2, range(6, 11))):
         records = []
         for step in steps:
             for fate in instruction_events(step):
-                records.append(json.dumps({"id": next_id, "fate": fate, "step": step, "text": "What is 2+3?"}))
+                records.append(json.dumps({"id": next_id, "fate": fate, "step": step, "text": "2+3?"}))
                 next_id += 1
         torn = '\n{"id": 999, "fate": "acc' if iteration == 2 else "\n"
         (run_dir / "instructions" / f"iter_{iteration:04d}.jsonl").write_text("\n".join(records) + torn)
@@ -140,7 +142,8 @@ def test_summary_numbers_match_hand_computed(run_dir: Path) -> None:
     assert s["mean_label_accuracy"] == pytest.approx(0.35)  # the NaN at step 3 is skipped, not averaged in
     assert s["kept_ratio"] == pytest.approx(38 / 100)
     assert s["total_time_s"] == pytest.approx(210.0)
-    phases = {"generate": 30, "rollout": 100, "reward": 10, "train": 60, "eval": 10}  # no eval_s on step 0's line
+    # eval_s is logged on steps 5 and 10; step 0's evaluation has no metrics line
+    phases = {"generate": 30, "rollout": 100, "reward": 10, "train": 60, "eval": 10}
     assert s["time_by_phase_s"] == pytest.approx(phases)
     assert s["eval"]["math500"] == pytest.approx(
         {"initial": 0.20, "final": 0.24, "final_step": 10, "best": 0.26, "best_step": 5, "delta": 0.04}
@@ -162,7 +165,7 @@ def test_summary_numbers_match_hand_computed(run_dir: Path) -> None:
     assert s["counts"]["selfinstruct/rejected_rule:length"] == 10
 
 
-def test_report_writes_plots_summary_and_self_contained_html(run_dir: Path, report_paths: dict[str, Path]) -> None:
+def test_report_writes_plots_summary_and_html(run_dir: Path, report_paths: dict[str, Path]) -> None:
     assert set(report_paths) == {"html", "summary"} | PLOT_NAMES
     for name in PLOT_NAMES:
         assert report_paths[name] == run_dir / "report" / f"{name}.png"
@@ -240,7 +243,8 @@ def test_regenerating_removes_a_stale_plot_and_bad_files_become_notes(tmp_path: 
         path.unlink()
     (run_dir / "eval" / "step_000003.json").write_text("{not json")
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:-1]  # drop the torn line
-    lines = [json.dumps({k: v for k, v in json.loads(line).items() if not k.startswith("eval/")}) for line in lines]
+    records = [{k: v for k, v in json.loads(line).items() if not k.startswith("eval/")} for line in lines]
+    lines = [json.dumps(record) for record in records]
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     paths = write_report(run_dir)
     assert "eval" not in paths and not (run_dir / "report" / "eval.png").exists()
@@ -275,12 +279,19 @@ def test_moving_average_is_trailing() -> None:
     assert _moving_average([1.0, 3.0, 5.0, 7.0], window=2) == [1.0, 2.0, 4.0, 6.0]
 
 
-def test_long_run_draws_smoothed_curves(tmp_path: Path) -> None:
+def test_long_run_draws_smoothed_curves_and_stacked_areas(tmp_path: Path) -> None:
     run_dir = tmp_path / "long"
-    run_dir.mkdir()
-    noisy = [(s * 7919) % 100 / 100 for s in range(1, 61)]
-    rows = [{"step": s, "reward/majority_voting_reward": r, "train/lr": 1e-6} for s, r in enumerate(noisy, 1)]
+    (run_dir / "instructions").mkdir(parents=True)
+    steps = range(1, 201)  # past both the smoothing and the bars-to-areas thresholds
+    noisy = {s: (s * 7919) % 100 / 100 for s in steps}
+    rows = [
+        {"step": s, "reward/majority_voting_reward": reward, "train/lr": 1e-6, "time/train_s": 2.0}
+        for s, reward in noisy.items()
+    ]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fates = {s: "kept" if reward > 0.5 else "rejected:difficulty" for s, reward in noisy.items()}
+    events = [{"id": s, "fate": fate, "step": s} for s, fate in fates.items()]
+    (run_dir / "instructions" / "iter_0001.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     paths = write_report(run_dir)
-    assert_real_png(paths["rewards"])
-    assert_real_png(paths["training"])
+    for name in ("rewards", "training", "fates", "time"):
+        assert_real_png(paths[name])

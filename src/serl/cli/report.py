@@ -1,4 +1,4 @@
-"""`serl report RUN_DIR`: plots, summary.md and a self-contained report.html for a (finished or running) run."""
+"""`serl report RUN_DIR`: plots, summary.md and a self-contained report.html for a finished or live run."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def report(
     run_dir: Path = typer.Argument(..., help="A run directory written by `serl train`."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write (default RUN_DIR/report)."),
 ) -> None:
-    """Write PNG plots, summary.md and report.html (plots embedded) for RUN_DIR; print the report.html path."""
+    """Write PNG plots, summary.md and report.html (plots embedded) for RUN_DIR; print report.html's path."""
     import logging
 
     from serl.trainer.report import ReportError, write_report

@@ -1,6 +1,7 @@
-"""`serl report`: read a run directory (metrics.jsonl, eval/, instructions/, config.yaml) and write PNG plots, a
-self-contained report.html (plots embedded as base64) and a summary.md table. Plain functions over files: no torch,
-no model, and a run that is still being written (torn last lines, a single step, missing keys, NaN) still reports."""
+"""`serl report`: read a run directory (metrics.jsonl, eval/, instructions/, config.yaml) and write PNG
+plots, a self-contained report.html (plots embedded as base64) and a summary.md table. Plain functions over
+files: no torch, no model, and a run still being written (torn last lines, one step, missing keys, NaN)
+still reports."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class ReportError(ValueError):
 @dataclass
 class RunData:
     run_dir: Path
-    steps: list[dict[str, Any]]  # one record per step, sorted by step; the last record wins for a repeated step
+    steps: list[dict[str, Any]]  # one record per step, sorted; the last record wins for a repeated step
     evals: dict[str, dict[int, float]]  # dataset -> {step: pass@1}; step 0 is the initial policy
     instructions: list[dict[str, Any]]  # every self-instruction event from instructions/iter_*.jsonl
     config_text: str = ""
@@ -43,7 +44,7 @@ class RunData:
     notes: list[str] = field(default_factory=list)  # what was skipped while reading, shown in the report
 
 
-# ------------------------------------------------------------------------------------------------------ reading
+# -------------------------------------------------------------------------------------------- reading
 
 
 def _finite(value: Any) -> float | None:
@@ -77,7 +78,7 @@ def _read_steps(run_dir: Path, notes: list[str]) -> list[dict[str, Any]]:
 
 
 def _read_evals(run_dir: Path, steps: list[dict[str, Any]], notes: list[str]) -> dict[str, dict[int, float]]:
-    """pass@1 per dataset and step, from eval/step_XXXXXX.json and the `eval/<dataset>/pass@1` metrics keys."""
+    """pass@1 per dataset and step, from eval/step_XXXXXX.json and the `eval/<dataset>/pass@1` metrics."""
     evals: dict[str, dict[int, float]] = {}
 
     def add(step: int, key: str, value: Any) -> None:
@@ -115,8 +116,8 @@ def load_run(run_dir: str | Path) -> RunData:
     evals = _read_evals(run_dir, steps, notes)
     if not steps and not evals and not instructions:
         raise ReportError(
-            f"{run_dir}: nothing to report (no metrics.jsonl lines, eval/step_*.json or instructions/iter_*.jsonl); "
-            "is it a serl run directory?"
+            f"{run_dir}: nothing to report (no metrics.jsonl lines, eval/step_*.json or "
+            "instructions/iter_*.jsonl); is it a serl run directory?"
         )
     config_text, config = "", {}
     config_path = run_dir / "config.yaml"
@@ -140,8 +141,9 @@ KNOWN_FATES = ("accepted", "kept", "trained", "rejected:novelty", "rejected:diff
 
 
 def fate_group(fate: Any, by_rule: bool = True) -> str:
-    """The name a fate is counted under: known fates as they are, `rejected:rule:<name>` per rule (or all together
-    when not BY_RULE), and an unknown `a:b` under `a:other` so that a new fate neither crashes nor floods the plot."""
+    """The name a fate is counted under: known fates as they are, `rejected:rule:<name>` per rule (or all
+    together when not BY_RULE), and an unknown `a:b` under `a:other`, so a new fate neither crashes nor
+    floods the plot."""
     if not isinstance(fate, str) or not fate:
         return "unknown"
     if fate.startswith("rejected:rule:"):
@@ -152,9 +154,9 @@ def fate_group(fate: Any, by_rule: bool = True) -> str:
 
 
 def _fate_order(name: str) -> tuple[int, str]:
-    order = ("accepted", "kept", "trained", "rejected:rule", "rejected:novelty", "rejected:difficulty", "expired")
-    prefix = next((i for i, known in enumerate(order) if name == known or name.startswith(known + ":")), len(order))
-    return prefix, name
+    order = [*KNOWN_FATES[:3], "rejected:rule", *KNOWN_FATES[3:]]
+    matches = (i for i, known in enumerate(order) if name == known or name.startswith(known + ":"))
+    return next(matches, len(order)), name
 
 
 def _fate_key(item: tuple[str, int]) -> tuple[int, str]:
@@ -169,7 +171,7 @@ def _count_keys(run: RunData) -> list[str]:
     return sorted({k for r in run.steps for k in r if k.startswith(("filter/groups_", "selfinstruct/"))})
 
 
-# ------------------------------------------------------------------------------------------------------ summary
+# -------------------------------------------------------------------------------------------- summary
 
 
 def _mean(values: list[float]) -> float | None:
@@ -198,6 +200,7 @@ def summarize(run: RunData) -> dict[str, Any]:
             "best_step": best_step,
             "delta": None if initial is None else points[final_step] - initial,
         }
+    fates = Counter(fate_group(r.get("fate")) for r in run.instructions)
     return {
         "steps": len(steps),
         "last_step": max(steps) if steps else None,
@@ -210,7 +213,7 @@ def summarize(run: RunData) -> dict[str, Any]:
         "total_time_s": max(elapsed) if elapsed else (sum(series(run, "time/step_s")[1]) or None),
         "time_by_phase_s": time_by_phase,
         "eval": evals,
-        "fates": dict(sorted(Counter(fate_group(r.get("fate")) for r in run.instructions).items(), key=_fate_key)),
+        "fates": dict(sorted(fates.items(), key=_fate_key)),
         "counts": {k: sum(series(run, k)[1]) for k in _count_keys(run)},
     }
 
@@ -241,9 +244,10 @@ def _config(run: RunData, section: str, key: str) -> str:
 
 def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
     """The summary as plain-text tables, rendered both to markdown and to HTML."""
+    mode, algorithm = _config(run, "train", "mode"), _config(run, "algo", "advantage_estimator")
     rows = [
         ["preset", str(run.config.get("preset", "–"))],
-        ["mode / algorithm", f"{_config(run, 'train', 'mode')} / {_config(run, 'algo', 'advantage_estimator')}"],
+        ["mode / algorithm", f"{mode} / {algorithm}"],
         ["model", _config(run, "model", "policy")],
         ["steps", f"{summary['steps']} (last step {_num(summary['last_step'])})"],
         ["iterations", _num(summary["iterations"])],
@@ -279,7 +283,8 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
     if summary["fates"]:
         tables.append((["instruction fate", "events"], [[k, str(v)] for k, v in summary["fates"].items()]))
     if summary["counts"]:
-        tables.append((["count over all steps", "total"], [[k, _num(v)] for k, v in summary["counts"].items()]))
+        counts = [[key, _num(total)] for key, total in summary["counts"].items()]
+        tables.append((["count over all steps", "total"], counts))
     return tables
 
 
@@ -302,7 +307,7 @@ def tables_html(tables: list[Table]) -> str:
     return "\n".join(out)
 
 
-# ------------------------------------------------------------------------------------------------------ plots
+# -------------------------------------------------------------------------------------------- plots
 
 
 Lines = list[tuple[str, list[int], list[float]]]  # (label, steps, values)
@@ -320,7 +325,8 @@ def _present(run: RunData, keys: list[tuple[str, str]]) -> Lines:
 
 
 def _legend(ax: Any) -> None:
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never on the data
+    # Beside the axes, never on the data.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _integer_steps(ax: Any) -> None:
@@ -353,7 +359,14 @@ def _moving_average(values: list[float], window: int) -> list[float]:
 
 
 def _lines(
-    ax: Any, run: RunData, lines: Lines, title: str, ylabel: str = "", legend: bool = True, smooth: bool = True
+    ax: Any,
+    run: RunData,
+    lines: Lines,
+    title: str,
+    ylabel: str = "",
+    *,
+    legend: bool = True,
+    smooth: bool = True,
 ) -> None:
     for label, xs, ys in lines:
         if len(xs) <= SMOOTH_AFTER:  # markers: a one-step run still shows its point
@@ -370,14 +383,21 @@ def _lines(
         _legend(ax)
 
 
+MAX_BARS = 150  # steps; beyond this, thousands of bar patches take seconds to draw, so stacked areas instead
+
+
 def _stacked_bars(ax: Any, run: RunData, layers: dict[str, dict[int, float]], colors: dict[str, str]) -> None:
-    """One bar per step, stacked in the order of LAYERS ({label: {step: height}})."""
+    """One bar per step (an area for long runs), stacked in the order of LAYERS ({label: {step: height}})."""
     steps = sorted({s for heights in layers.values() for s in heights})
     bottom = [0.0] * len(steps)
     for label, heights in layers.items():
         column = [heights.get(s, 0.0) for s in steps]
-        ax.bar(steps, column, bottom=bottom, width=0.85, label=label, color=colors.get(label))
-        bottom = [b + h for b, h in zip(bottom, column, strict=True)]
+        top = [b + h for b, h in zip(bottom, column, strict=True)]
+        if len(steps) > MAX_BARS:
+            ax.fill_between(steps, bottom, top, step="mid", linewidth=0, label=label, color=colors.get(label))
+        else:
+            ax.bar(steps, column, bottom=bottom, width=0.85, label=label, color=colors.get(label))
+        bottom = top
     _step_axis(ax, run)
 
 
@@ -413,8 +433,8 @@ FATE_COLORS = {
 
 
 def plot_fates(run: RunData) -> Figure | None:
-    """Left: events per step by fate from the instruction log. Right: the filter and self-instruct counts logged
-    per step in metrics.jsonl (the only fate data in `maj` mode)."""
+    """Left: events per step by fate from the instruction log. Right: the filter and self-instruct
+    counts logged per step in metrics.jsonl (the only fate data in `maj` mode)."""
     layers: dict[str, dict[int, float]] = {}
     for record in run.instructions:
         step, fate = record.get("step"), fate_group(record.get("fate"), by_rule=False)
@@ -476,7 +496,8 @@ def plot_training(run: RunData) -> Figure | None:
 
 def plot_majority_hist(run: RunData) -> Figure | None:
     """Heatmap: for each step, the share of prompt groups whose majority ratio falls in each bin of [0, 1]."""
-    hists = [(r["step"], h) for r in run.steps if isinstance(h := r.get("reward/majority_ratio_hist"), list) and h]
+    hists = [(r["step"], r.get("reward/majority_ratio_hist")) for r in run.steps]
+    hists = [(step, hist) for step, hist in hists if isinstance(hist, list) and hist]
     bins = Counter(len(h) for _, h in hists).most_common(1)[0][0] if hists else 0
     columns = []
     for step, hist in hists:
@@ -535,7 +556,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-# ------------------------------------------------------------------------------------------------------ report
+# -------------------------------------------------------------------------------------------- report
 
 
 def _html(run: RunData, tables: list[Table], images: dict[str, bytes]) -> str:
@@ -577,8 +598,8 @@ Series longer than {SMOOTH_AFTER} steps are drawn faintly with a moving average 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write the PNG plots, summary.md and a self-contained report.html to OUT_DIR (default RUN_DIR/report).
 
-    Returns {"html": ..., "summary": ..., <plot name>: ...} for the files written. Raises ReportError (one line) when
-    RUN_DIR has nothing to report. Plots with no data are left out (and any stale PNG of them removed)."""
+    Returns {"html": ..., "summary": ..., <plot name>: ...} for the files written. Raises ReportError (one
+    line) when RUN_DIR has nothing to report. Plots with no data are left out (a stale PNG of one removed)."""
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.run_dir / "report"
     paths: dict[str, Path] = {}
@@ -593,8 +614,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
         atomic_write_bytes(path, images[name])
         paths[name] = path
     tables = summary_tables(run, summarize(run))
-    notes = "".join(f"\n- {n}" for n in run.notes)
-    markdown = f"# serl run {run.run_dir.name}\n\n{tables_markdown(tables)}\n" + (f"\nNotes:{notes}\n" if notes else "")
+    markdown = f"# serl run {run.run_dir.name}\n\n{tables_markdown(tables)}\n"
+    if run.notes:
+        markdown += "\nNotes:\n" + "".join(f"- {note}\n" for note in run.notes)
     atomic_write_text(out / "summary.md", markdown)
     atomic_write_text(out / "report.html", _html(run, tables, images))
     return {"html": out / "report.html", "summary": out / "summary.md", **paths}
