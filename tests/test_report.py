@@ -3,6 +3,7 @@ missing keys) gives valid non-blank PNGs, a self-contained report.html and hand-
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import subprocess
@@ -59,6 +60,7 @@ def step_record(step: int) -> dict:
         "time/rollout_s": 10.0,
         "time/reward_s": 1.0,
         "time/train_s": 6.0,
+        "time/save_s": 0.5 if step == 5 else math.nan,  # a phase the report does not know by name
         "time/step_s": 25.0 if step in (5, 10) else 20.0,
         # cumulative time/step_s: 210 at step 10
         "elapsed_s": 20.0 * step + (5.0 if step >= 5 else 0.0) + (5.0 if step >= 10 else 0.0),
@@ -143,7 +145,7 @@ def test_summary_numbers_match_hand_computed(run_dir: Path) -> None:
     assert s["kept_ratio"] == pytest.approx(38 / 100)
     assert s["total_time_s"] == pytest.approx(210.0)
     # eval_s is logged on steps 5 and 10; step 0's evaluation has no metrics line
-    phases = {"generate": 30, "rollout": 100, "reward": 10, "train": 60, "eval": 10}
+    phases = {"generate": 30, "rollout": 100, "reward": 10, "train": 60, "eval": 10, "save": 0.5}
     assert s["time_by_phase_s"] == pytest.approx(phases)
     assert s["eval"]["math500"] == pytest.approx(
         {"initial": 0.20, "final": 0.24, "final_step": 10, "best": 0.26, "best_step": 5, "delta": 0.04}
@@ -236,20 +238,25 @@ def test_single_step_run_without_eval_or_instructions(tmp_path: Path) -> None:
 
 
 def test_regenerating_removes_a_stale_plot_and_bad_files_become_notes(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path / "run")
+    run_dir = tmp_path / "run"
+    (run_dir / "eval").mkdir(parents=True)
     (run_dir / "report").mkdir()
     (run_dir / "report" / "eval.png").write_bytes(b"left by an earlier report")
-    for path in (run_dir / "eval").glob("step_*.json"):
-        path.unlink()
     (run_dir / "eval" / "step_000003.json").write_text("{not json")
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:-1]  # drop the torn line
-    records = [{k: v for k, v in json.loads(line).items() if not k.startswith("eval/")} for line in lines]
-    lines = [json.dumps(record) for record in records]
-    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (run_dir / "eval" / "step_000004.json").write_text('{"step": 4}')  # no "metrics"
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "train/entropy": 1.0}\n{"no_step": true}\n')
+    (run_dir / "config.yaml").write_text("model: [unclosed\n")
     paths = write_report(run_dir)
-    assert "eval" not in paths and not (run_dir / "report" / "eval.png").exists()
+    assert set(paths) == {"html", "summary", "training"}
+    assert not (run_dir / "report" / "eval.png").exists()
+    notes = load_run(run_dir).notes
+    assert notes[0] == "metrics.jsonl: ignored a record without an integer 'step'"
+    assert notes[1].startswith("eval/step_000003.json: ignored (JSONDecodeError: ")
+    assert notes[2] == "eval/step_000004.json: ignored (KeyError: 'metrics')"
+    assert notes[3].startswith("config.yaml: not valid YAML (")
     page = paths["html"].read_text()
-    assert "eval/step_000003.json: ignored (JSONDecodeError" in page
+    assert all(html.escape(note) in page for note in notes)
+    assert "model: [unclosed" in page  # the config text is still shown
 
 
 def test_only_instruction_files_is_enough(tmp_path: Path) -> None:

@@ -163,12 +163,24 @@ def _fate_key(item: tuple[str, int]) -> tuple[int, str]:
     return _fate_order(item[0])
 
 
-TIME_KEYS = [(f"time/{phase}_s", phase) for phase in ("generate", "rollout", "reward", "train", "eval")]
+TIME_PHASES = ("generate", "rollout", "reward", "train", "eval")  # drawn first, in this order
+
+
+def _keys(run: RunData, prefixes: tuple[str, ...]) -> set[str]:
+    return {key for record in run.steps for key in record if key.startswith(prefixes)}
 
 
 def _count_keys(run: RunData) -> list[str]:
     """The per-step counters of the difficulty filter and of self-instruction, as logged."""
-    return sorted({k for r in run.steps for k in r if k.startswith(("filter/groups_", "selfinstruct/"))})
+    return sorted(_keys(run, ("filter/groups_", "selfinstruct/")))
+
+
+def _time_keys(run: RunData) -> list[tuple[str, str]]:
+    """(key, phase) for each logged `time/<phase>_s` but the whole step: known phases first, then others."""
+    keys = {k for k in _keys(run, ("time/",)) if k.endswith("_s")} - {"time/step_s", "time/elapsed_s"}
+    known = [f"time/{phase}_s" for phase in TIME_PHASES]
+    ordered = [k for k in known if k in keys] + sorted(keys - set(known))
+    return [(key, key.removeprefix("time/").removesuffix("_s")) for key in ordered]
 
 
 # -------------------------------------------------------------------------------------------- summary
@@ -186,7 +198,7 @@ def summarize(run: RunData) -> dict[str, Any]:
     # Pooled over the run (not a mean of per-step ratios) when the group counts are logged.
     kept_ratio = sum(kept) / sum(scored) if sum(scored) > 0 else _mean(series(run, "filter/kept_ratio")[1])
     elapsed = series(run, "elapsed_s")[1]
-    time_by_phase = {phase: sum(values) for phase, _, values in _present(run, TIME_KEYS)}
+    time_by_phase = {phase: sum(values) for phase, _, values in _present(run, _time_keys(run))}
     evals = {}
     for name, points in run.evals.items():
         final_step = max(points)
@@ -526,7 +538,7 @@ def _edges(centres: list[int]) -> list[float]:
 
 
 def plot_time(run: RunData) -> Figure | None:
-    layers = {label: dict(zip(xs, ys, strict=True)) for label, xs, ys in _present(run, TIME_KEYS)}
+    layers = {label: dict(zip(xs, ys, strict=True)) for label, xs, ys in _present(run, _time_keys(run))}
     total = _present(run, [("time/step_s", "whole step")])
     if not layers and not total:
         return None
