@@ -15,6 +15,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from serl.rl import build_sequences, chunked_token_logprobs, naive_token_logprobs, response_logprobs
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run faster on one thread, and far faster when the machine's cores are contended."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_chunked_logprobs_and_gradients_match_naive():
     torch.manual_seed(0)
     hidden = torch.randn(300, 48, requires_grad=True)  # 300 tokens: not a multiple of the chunk
@@ -40,7 +49,7 @@ def test_chunked_logprobs_and_gradients_match_naive():
 
 MEMORY_PROBE = """
 import json, os, resource, sys, torch
-from serl.rl import chunked_token_logprobs, naive_token_logprobs
+from serl.rl.logprobs import chunked_token_logprobs, naive_token_logprobs
 torch.manual_seed(0)
 hidden = torch.randn(2048, 64, requires_grad=True)
 weight = torch.randn(32000, 64, requires_grad=True)
@@ -60,7 +69,7 @@ print(json.dumps({"peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 def test_chunked_logprobs_use_less_peak_memory():
     # Each variant in a fresh process: peak RSS minus the RSS just before is what it needed. A fixed mmap threshold
     # makes glibc return every large freed buffer to the OS, so RSS tracks live tensors instead of allocator caches.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
     runs = {
         mode: subprocess.Popen([sys.executable, "-c", MEMORY_PROBE, mode], stdout=subprocess.PIPE, text=True, env=env)
         for mode in ("naive", "chunked")

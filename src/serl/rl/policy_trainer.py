@@ -256,10 +256,10 @@ class PolicyTrainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
+            self.scheduler.step()
             totals["grad_norm"] += float(grad_norm)
-        else:  # a poisoned batch must not poison the weights: skip the update, keep the schedule in step
+        else:  # a poisoned batch must not poison the weights: skip the update (as DeepSpeed does on overflow)
             totals["nonfinite_steps"] += 1
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
         totals["steps"] += 1
@@ -305,9 +305,9 @@ class PolicyTrainer:
             # the reference's KL loss is a sequence mean of token means, whatever the policy-loss aggregation
             kl_loss = aggregate_loss(kl, mask, mode="seq_mean_token_mean", **step_shape)
             loss = loss + self.kl_coef * kl_loss
-            totals["kl_loss"] += float(kl_loss)
-        totals["loss"] += float(loss)
-        totals["policy_loss"] += float(policy_loss)
+            totals["kl_loss"] += float(kl_loss.detach())
+        totals["loss"] += float(loss.detach())
+        totals["policy_loss"] += float(policy_loss.detach())
         totals["tokens"] += float(mask.sum())
         totals["clipped"] += float((clipped & mask).sum())
         totals["entropy"] += float((entropy * mask).sum())
