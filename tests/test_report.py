@@ -225,12 +225,14 @@ def test_single_step_run_without_eval_or_instructions(tmp_path: Path) -> None:
     run_dir = tmp_path / "one-step"
     run_dir.mkdir()
     record = {"step": 1, "iteration": 1, "train/reward_mean": 0.5, "train/kl": math.nan, "train/entropy": 1.1}
+    record["time/step_s"] = 12.0  # a whole-step time without any phase times
     (run_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     paths = write_report(run_dir)
-    assert set(paths) == {"html", "summary", "rewards", "training"}  # KL is all-NaN: no panel for it
-    assert_real_png(paths["rewards"])
+    assert set(paths) == {"html", "summary", "rewards", "training", "time"}  # KL is all-NaN: no panel for it
+    for name in ("rewards", "training", "time"):
+        assert_real_png(paths[name])
     page = paths["html"].read_text()
-    assert page.count("no data") == len(PLOT_NAMES) - 2
+    assert page.count("no data") == len(PLOT_NAMES) - 3
     assert "no config.yaml" in page
     s = summarize(load_run(run_dir))
     assert (s["steps"], s["iterations"], s["mean_reward"], s["kept_ratio"]) == (1, 1, None, None)

@@ -231,11 +231,16 @@ def summarize(run: RunData) -> dict[str, Any]:
 
 
 def _num(value: float | None, signed: bool = False) -> str:
+    """A rate or accuracy: three decimals, or a dash when the run has none."""
     if value is None:
         return "–"
-    if float(value).is_integer() and not signed:
-        return str(int(value))
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -261,8 +266,8 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
         ["preset", str(run.config.get("preset", "–"))],
         ["mode / algorithm", f"{mode} / {algorithm}"],
         ["model", _config(run, "model", "policy")],
-        ["steps", f"{summary['steps']} (last step {_num(summary['last_step'])})"],
-        ["iterations", _num(summary["iterations"])],
+        ["steps", f"{summary['steps']} (last step {_count(summary['last_step'])})"],
+        ["iterations", _count(summary["iterations"])],
         ["mean majority-vote reward", _num(summary["mean_reward"])],
         ["mean majority ratio", _num(summary["mean_majority_ratio"])],
         ["mean label accuracy", _num(summary["mean_label_accuracy"])],
@@ -270,42 +275,34 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
         ["kept ratio (kept / scored groups)", _num(summary["kept_ratio"])],
         ["total time", _duration(summary["total_time_s"])],
     ]
-    total = sum(summary["time_by_phase_s"].values())
-    if total > 0:
-        shares = ", ".join(f"{p} {s / total:.0%}" for p, s in summary["time_by_phase_s"].items())
-        rows.append(["time by phase", shares])
+    phase_seconds = summary["time_by_phase_s"]
+    if sum(phase_seconds.values()) > 0:
+        total = sum(phase_seconds.values())
+        rows.append(["time by phase", ", ".join(f"{p} {s / total:.0%}" for p, s in phase_seconds.items())])
     tables: list[Table] = [(["run", run.run_dir.name], rows)]
     if summary["eval"]:
-        header = ["eval pass@1", "step 0", "final", "best", "Δ final − step 0"]
-        tables.append(
-            (
-                header,
-                [
-                    [
-                        name,
-                        _num(e["initial"]),
-                        f"{_num(e['final'])} (step {e['final_step']})",
-                        f"{_num(e['best'])} (step {e['best_step']})",
-                        _num(e["delta"], signed=True),
-                    ]
-                    for name, e in summary["eval"].items()
-                ],
-            )
-        )
+        evals = []
+        for name, e in summary["eval"].items():
+            final = f"{_num(e['final'])} (step {e['final_step']})"
+            best = f"{_num(e['best'])} (step {e['best_step']})"
+            evals.append([name, _num(e["initial"]), final, best, _num(e["delta"], signed=True)])
+        tables.append((["eval pass@1", "step 0", "final", "best", "Δ final − step 0"], evals))
     if summary["fates"]:
         tables.append((["instruction fate", "events"], [[k, str(v)] for k, v in summary["fates"].items()]))
     if summary["counts"]:
-        counts = [[key, _num(total)] for key, total in summary["counts"].items()]
+        counts = [[key, _count(total)] for key, total in summary["counts"].items()]
         tables.append((["count over all steps", "total"], counts))
     return tables
 
 
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 def tables_markdown(tables: list[Table]) -> str:
-    cell = lambda text: text.replace("|", "\\|")  # noqa: E731
     blocks = []
     for header, rows in tables:
-        lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+        lines = [_markdown_row(header), "|" + "---|" * len(header), *map(_markdown_row, rows)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -410,7 +407,6 @@ def _stacked_bars(ax: Any, run: RunData, layers: dict[str, dict[int, float]], co
         else:
             ax.bar(steps, column, bottom=bottom, width=0.85, label=label, color=colors.get(label))
         bottom = top
-    _step_axis(ax, run)
 
 
 REWARD_KEYS = [
@@ -462,6 +458,7 @@ def plot_fates(run: RunData) -> Figure | None:
     axes = figure.subplots(1, panels, squeeze=False)[0]
     if layers:
         _stacked_bars(axes[0], run, layers, FATE_COLORS)
+        _step_axis(axes[0], run)
         axes[0].set(title="Self-instruction fates per step (instruction log)", xlabel="step", ylabel="events")
         axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(axes[0])
@@ -547,6 +544,7 @@ def plot_time(run: RunData) -> Figure | None:
     _stacked_bars(ax, run, layers, {})
     for label, xs, ys in total:
         ax.plot(xs, ys, color="black", marker="o", markersize=3, linewidth=1.2, label=label)
+    _step_axis(ax, run)  # after everything is drawn: it reads the data limits
     ax.set(title="Wall time per step by phase", xlabel="step", ylabel="seconds")
     _legend(ax)
     return figure
