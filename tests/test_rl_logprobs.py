@@ -10,18 +10,10 @@ import sys
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from serl.rl import build_sequences, chunked_token_logprobs, naive_token_logprobs, response_logprobs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models run faster on one thread, and far faster when the machine's cores are contended."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_rl_trainer import single_thread, tiny_llama  # noqa: F401 (single_thread: an autouse fixture)
 
 
 def test_chunked_logprobs_and_gradients_match_naive():
@@ -98,19 +90,8 @@ def test_build_sequences_rejects_bad_input():
 
 
 @pytest.fixture(scope="module")
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval()
+def model() -> LlamaForCausalLM:
+    return tiny_llama().eval()
 
 
 def naive_response_logprobs(model, batch, temperature):
@@ -123,31 +104,31 @@ def naive_response_logprobs(model, batch, temperature):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_response_logprobs_match_the_full_model_logits(tiny_llama, temperature):
+def test_response_logprobs_match_the_full_model_logits(model, temperature):
     batch = build_sequences([[5, 6, 7, 8], [9]], [[10, 11], [12, 13, 14, 2]], pad_token_id=2)
     with torch.no_grad():
-        got, entropy = response_logprobs(tiny_llama, batch, temperature=temperature, chunk_tokens=3, with_entropy=True)
-        want = naive_response_logprobs(tiny_llama, batch, temperature)
+        got, entropy = response_logprobs(model, batch, temperature=temperature, chunk_tokens=3, with_entropy=True)
+        want = naive_response_logprobs(model, batch, temperature)
     assert torch.allclose(got, want, atol=1e-5)
     assert (got[~batch.action_mask] == 0).all() and (entropy[~batch.action_mask] == 0).all()
     assert (entropy[batch.action_mask] > 0).all()
 
 
-def test_response_logprobs_fallback_for_unusual_heads(tiny_llama, monkeypatch):
+def test_response_logprobs_fallback_for_unusual_heads(model, monkeypatch):
     # a config that announces logit scaling sends the computation through the model's own logits
-    monkeypatch.setattr(tiny_llama.config, "logit_scale", 1.0, raising=False)
+    monkeypatch.setattr(model.config, "logit_scale", 1.0, raising=False)
     batch = build_sequences([[5, 6], [7]], [[8, 9, 10], [11]], pad_token_id=2)
     with torch.no_grad():
-        got, entropy = response_logprobs(tiny_llama, batch, temperature=0.8, with_entropy=True)
-        want = naive_response_logprobs(tiny_llama, batch, 0.8)
+        got, entropy = response_logprobs(model, batch, temperature=0.8, with_entropy=True)
+        want = naive_response_logprobs(model, batch, 0.8)
     assert torch.allclose(got, want, atol=1e-5) and entropy.shape == got.shape
 
 
-def test_response_logprobs_gradient_matches_full_logits(tiny_llama):
+def test_response_logprobs_gradient_matches_full_logits(model):
     batch = build_sequences([[5, 6, 7], [8, 9]], [[10, 2], [11, 12, 13]], pad_token_id=2)
-    params = [p for p in tiny_llama.parameters()]
-    got, _ = response_logprobs(tiny_llama, batch, chunk_tokens=2)
+    params = [p for p in model.parameters()]
+    got, _ = response_logprobs(model, batch, chunk_tokens=2)
     chunked_grads = torch.autograd.grad(got.sum(), params)
-    naive_grads = torch.autograd.grad(naive_response_logprobs(tiny_llama, batch, 1.0).sum(), params)
+    naive_grads = torch.autograd.grad(naive_response_logprobs(model, batch, 1.0).sum(), params)
     for a, b in zip(chunked_grads, naive_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
