@@ -1,0 +1,79 @@
+"""From generated responses to candidate records: parse, clean, apply the rules, then the novelty filter.
+
+The caller writes the records with `InstructionLog.write(records, pools)`; until then the pools are unchanged,
+so a round that crashes before the write leaves no trace and is simply generated again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from serl.selfinstruct.filters import clean_item, rule_violation
+from serl.selfinstruct.novelty import NoveltyIndex
+from serl.selfinstruct.parsing import extract_items
+from serl.selfinstruct.pools import Pools
+
+NoveltyScope = Literal["all", "reference"]
+
+
+def seed_key(index: int) -> str:
+    return f"seed:{index}"
+
+
+def generated_key(problem_id: int) -> str:
+    return f"gen:{problem_id}"
+
+
+def comparison_set(pools: Pools, scope: NoveltyScope) -> dict[str, str]:
+    """What a new candidate is compared with: the seeds plus every accepted problem (`all`, the default) or
+    plus only the accepted problems still waiting for rollout (`reference`: the reference's batch buffer,
+    §1.5)."""
+    if scope not in ("all", "reference"):
+        raise ValueError(f"unknown novelty scope {scope!r}; expected 'all' or 'reference'")
+    wanted = {seed_key(i): text for i, text in enumerate(pools.seeds)}
+    problems = pools.history.values() if scope == "all" else pools.pending()
+    wanted.update((generated_key(p.id), p.text) for p in problems)
+    return wanted
+
+
+def sync_index(index: NoveltyIndex, pools: Pools, scope: NoveltyScope) -> None:
+    """Make INDEX hold exactly the comparison set (adds and removes only the difference)."""
+    wanted = comparison_set(pools, scope)
+    for key in [k for k in index.keys() if k not in wanted]:  # noqa: SIM118  (keys() is a copy)
+        index.discard(key)
+    index.add_many((key, text) for key, text in wanted.items() if key not in index)
+
+
+def screen_responses(
+    responses: Sequence[str],
+    pools: Pools,
+    index: NoveltyIndex,
+    *,
+    step: int,
+    scope: NoveltyScope = "all",
+    faithful_capitalize: bool = False,
+    min_words: int = 4,
+    max_words: int = 150,
+) -> list[dict[str, Any]]:
+    """One record per parsed item, ids from `pools.next_id` on: `rejected:rule:<name>`, `rejected:novelty` or
+    `accepted` (the last two with the max ROUGE-L F and the nearest text). Accepted items join INDEX at once,
+    so later items of the same round are compared with them, as in the reference."""
+    sync_index(index, pools, scope)
+    records = []
+    next_id = pools.next_id
+    for response in responses:
+        for item in extract_items(response):
+            text = clean_item(item, faithful_capitalize=faithful_capitalize)
+            record: dict[str, Any] = {"id": next_id, "step": step, "text": text}
+            rule = rule_violation(text, min_words=min_words, max_words=max_words)
+            if rule is not None:
+                record["fate"] = f"rejected:rule:{rule}"
+            else:
+                result = index.check_and_add(generated_key(next_id), text)
+                record["fate"] = "accepted" if result.novel else "rejected:novelty"
+                record["score"] = result.score
+                record["nearest_id"] = result.nearest
+                record["nearest"] = index.text(result.nearest) if result.nearest is not None else None
+            records.append(record)
+            next_id += 1
+    return records
