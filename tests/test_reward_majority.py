@@ -7,6 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serl.reward import GroupVote, clear_equivalence_cache, is_equivalent, majority_vote
+from serl.reward.equivalence import certainly_different, equivalent_raw, numeric_value
+from serl.reward.extract import extract_raw
 
 METHODS = ["fast", "reference"]
 
@@ -178,3 +180,46 @@ def test_fast_equals_reference(group: list[str], no_majority: str, cold_cache: b
 @given(st.lists(st.sampled_from(TRICKY), min_size=2, max_size=7), st.sampled_from(["zero", "first"]))
 def test_fast_equals_reference_on_one_way_and_non_transitive_forms(group: list[str], no_majority: str) -> None:
     _assert_fast_equals_reference(group, no_majority, cold_cache=True)
+
+
+# Constants around the same few values: equal ones in other notations, near misses inside and outside 1e-6.
+CONSTANTS = [
+    "$1$",
+    "$1.0$",
+    "$1.0000001$",
+    "$1.001$",
+    r"$\frac{1}{3}$",
+    "0.333333",
+    "0.3333",
+    r"$\sqrt{2}$",
+    "1.414214",
+    "1.41",
+    r"$2\pi$",
+    "6.283185",
+    r"$\frac{\sqrt{8}}{2}$",
+    "$3+4i$",
+    r"$\sqrt{-1}$",
+    "-1",
+    "$10^{6}$",
+    "1000001",
+]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(CONSTANTS), st.sampled_from(CONSTANTS))
+def test_the_numeric_shortcut_never_hides_a_match(a_text: str, b_text: str) -> None:
+    a, b = extract_raw(a_text), extract_raw(b_text)
+    assert a is not None and b is not None
+    if certainly_different(a, b, numeric_value(a), numeric_value(b)):
+        assert not equivalent_raw(a, b)
+
+
+def test_the_numeric_shortcut_applies_only_to_plain_constants() -> None:
+    for text in ["$x=2$", r"$2\%$", r"$\{2\}$", "$(1,2)$", "$x^2$", r"\boxed{\text{east}}"]:
+        answer = extract_raw(text)
+        assert answer is not None and numeric_value(answer) is None, text
+    assert numeric_value(extract_raw(r"$\frac{1}{2}$")) == 0.5  # type: ignore[arg-type]
+    third, rounded, other = (extract_raw(text) for text in (r"$\frac{1}{3}$", "0.333333", "0.3"))
+    values = [numeric_value(x) for x in (third, rounded, other)]  # type: ignore[arg-type]
+    assert certainly_different(third, other, values[0], values[2])  # type: ignore[arg-type]
+    assert not certainly_different(third, rounded, values[0], values[1])  # type: ignore[arg-type]

@@ -7,7 +7,10 @@ are equivalent when either direction verifies. The relation is symmetric but not
 
 from __future__ import annotations
 
+import cmath
+
 from math_verify import verify
+from sympy import Derivative, Expr, Integral, Limit, Product, Sum, UnevaluatedExpr
 
 from serl.reward.extract import Answer, extract_raw
 from serl.reward.limits import Budget
@@ -44,6 +47,41 @@ def equivalent_cached(a: Answer, b: Answer, budget: Budget) -> bool:
         _CACHE.clear()
     _CACHE[key] = bool(result)
     return bool(result)
+
+
+def numeric_value(answer: Answer) -> complex | None:
+    """The value of an answer that math-verify can only match by value, else None.
+
+    That is a single constant expression (no free symbols, sets, tuples, relations or matrices, no percentage, no
+    unevaluated integral or sum). For such a pair every path of `verify` that can say "equal" (sympy `==`, rounding to
+    6 decimals, `simplify(a - b) == 0`, `(a - b).evalf() == 0`) needs the two values to agree to about 1e-6, so two
+    values far apart are certainly not equivalent: `certainly_different`. No time limit; call it under a Budget.
+    """
+    if answer.kind != "math":
+        return None
+    expressions = [item for item in answer.parsed if not isinstance(item, str)]
+    if len(expressions) != 1:
+        return None
+    expr = expressions[0]
+    if not isinstance(expr, Expr) or not expr.is_number:
+        return None
+    if expr.has(UnevaluatedExpr, Integral, Sum, Product, Limit, Derivative):  # percentages are x·Unevaluated(1/100)
+        return None
+    value = complex(expr.evalf(30))
+    return value if cmath.isfinite(value) else None
+
+
+def certainly_different(a: Answer, b: Answer, a_value: complex | None, b_value: complex | None) -> bool:
+    """True only where `equivalent_raw(a, b)` is certainly False, so that sympy need not be asked.
+
+    The matched strings also take part in `verify` (equal strings match), hence the check on them.
+    """
+    if a_value is None or b_value is None:
+        return False
+    a_strings = {item.strip() for item in a.parsed if isinstance(item, str)}
+    if any(item.strip() in a_strings for item in b.parsed if isinstance(item, str)):
+        return False
+    return abs(a_value - b_value) > 1e-3 * max(1.0, abs(a_value), abs(b_value))
 
 
 def clear_equivalence_cache() -> None:

@@ -4,8 +4,8 @@
 Errors, time-outs, an empty label and a label with no extractable answer all give 0.0, never 1.0.
 
 One deliberate change from the reference: a bare LaTeX label (no `$`, `\\boxed`, `\\[` or `\\(`) is read inside
-`$…$`. Read raw, math-verify takes `20\\%` as 20, `78\\pi` as 78 and `\\frac{\\pi}{2}` as nothing, which marks 90 of
-the 500 seed solutions wrong against their own labels (2 with the wrapping).
+`$…$`. Read raw, math-verify takes `2+2\\sqrt{2}` as 2, `78\\pi` as 78 and `\\frac{\\pi}{2}` as nothing, which
+marks 92 of the 500 seed solutions wrong against their own labels (2 with the wrapping).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ going to the lowest index; a response earns 1.0 when it is equivalent to the win
 Two ways to compute it, with identical results:
 - `reference`: the reference's own loop, which re-extracts both texts and runs math-verify for every pair.
 - `fast`: extracts each text once, groups answers with the same canonical form (whose checks all come out the same),
-  checks one representative per form with a memo, and expands the result to the full matrix.
+  skips sympy for two constants whose values are far apart (`certainly_different`), checks one representative per
+  remaining pair of forms with a cross-group memo, and expands the result to the full matrix.
 
 Degenerate groups (no two responses agree: all distinct, all without an answer, or a single response): the reference
 gives a one-hot reward on response 0. `no_majority="zero"` (default) gives every response 0.0 instead and reports no
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
-from serl.reward.equivalence import equivalent_cached, verify_one_way
+from serl.reward.equivalence import certainly_different, equivalent_cached, numeric_value, verify_one_way
 from serl.reward.extract import Answer, check_extractor, extract_raw
 from serl.reward.limits import BUDGET_FACTOR, Budget, can_interrupt
 from serl.reward.pool import default_num_workers, hard_limit, map_isolated, run_isolated
@@ -163,10 +164,15 @@ def _equivalence_fast(texts: list[str], extractor: str, budget: Budget) -> tuple
         # Identical parses give identical checks, so one self-check decides every pair inside the cluster.
         if len(cluster) > 1 and equivalent_cached(representative, representative, budget):  # type: ignore[arg-type]
             _link(eq, cluster, cluster)
+    # Two constants with clearly different values cannot match: skip sympy for them (most wrong answers).
+    values = [budget.run(numeric_value, answers[cluster[0]], default=None) for cluster in members]
     for c, cluster in enumerate(members):
-        for other in members[c + 1 :]:
-            if equivalent_cached(answers[cluster[0]], answers[other[0]], budget):  # type: ignore[arg-type]
-                _link(eq, cluster, other)
+        for d in range(c + 1, len(members)):
+            a, b = answers[cluster[0]], answers[members[d][0]]
+            if certainly_different(a, b, values[c], values[d]):  # type: ignore[arg-type]
+                continue
+            if equivalent_cached(a, b, budget):  # type: ignore[arg-type]
+                _link(eq, cluster, members[d])
     return eq, [answer.text if answer else None for answer in answers]
 
 
