@@ -161,8 +161,19 @@ def test_sequential_filtering_matches_the_reference_loop():
 
     index = NoveltyIndex(THRESHOLD)
     index.add_many((f"seed:{i}", s) for i, s in enumerate(seeds))
-    got = [index.check_and_add(f"gen:{i}", c).novel for i, c in enumerate(candidates)]
-    assert got == expected
+    one_by_one = [index.check_and_add(f"gen:{i}", c) for i, c in enumerate(candidates)]
+    assert [r.novel for r in one_by_one] == expected
+
+    batched = NoveltyIndex(THRESHOLD)  # the batched call: same results, same final contents
+    batched.add_many((f"seed:{i}", s) for i, s in enumerate(seeds))
+    half = len(candidates) // 2
+    results = batched.check_and_add_many([(f"gen:{i}", c) for i, c in enumerate(candidates[:half])])
+    results += batched.check_and_add_many([(f"gen:{i}", c) for i, c in enumerate(candidates) if i >= half])
+    assert [r.novel for r in results] == expected
+    assert [r.score for r in results if not r.novel] == [r.score for r in one_by_one if not r.novel]
+    assert sorted(batched.keys()) == sorted(index.keys())
+    with pytest.raises(KeyError):
+        batched.check_and_add_many([("seed:0", "already indexed")])
     assert 10 < sum(expected) < len(expected) - 10, sum(expected)
 
 

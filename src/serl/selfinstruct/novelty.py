@@ -16,13 +16,14 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from rapidfuzz.distance import LCSseq
 from rapidfuzz.process import cdist
 
+_LCS = LCSseq.similarity
 _TOKEN = re.compile(r"[a-z0-9]+")
 _SURROGATES = 0x800  # code points 0xD800-0xDFFF are skipped when numbering tokens
 _MAX_TOKENS = 0x110000 - _SURROGATES
@@ -146,20 +147,8 @@ class NoveltyIndex:
         otherwise the highest among those entries (0.0 with `nearest` None when there are none);
         `exact_max=True` compares every entry."""
         tokens = rouge_tokens(text)
-        n = len(tokens)
-        if n == 0 or not self._keys:
-            return NoveltyResult(True, 0.0, None)
-        lo, hi = (0, 1 << 62) if exact_max else length_window(n, self.threshold)
-        start, stop = bisect.bisect_left(self._lengths, lo), bisect.bisect_right(self._lengths, hi)
-        if start >= stop:
-            return NoveltyResult(True, 0.0, None)
-        code = _encode(tokens, self._vocab)
-        lcs = cdist([code], self._codes[start:stop], scorer=LCSseq.similarity, dtype=np.int64, workers=1)[0]
-        lengths = np.asarray(self._lengths[start:stop], dtype=np.int64)
-        scores = _fmeasures(lcs, lengths, n)
-        best = int(np.argmax(scores))
-        best_score = float(scores[best])
-        return NoveltyResult(best_score <= self.threshold, best_score, self._keys[start + best])
+        best_score, nearest = self._best_matches([_encode(tokens, self._vocab)], [len(tokens)], exact_max)[0]
+        return NoveltyResult(best_score <= self.threshold, best_score, nearest)
 
     def check_and_add(self, key: Hashable, text: str) -> NoveltyResult:
         result = self.score(text)
@@ -167,8 +156,72 @@ class NoveltyIndex:
             self.add(key, text)
         return result
 
+    def check_and_add_many(self, items: Sequence[tuple[Hashable, str]]) -> list[NoveltyResult]:
+        """`check_and_add` for each item in order, with the same results, but the comparisons with the entries
+        already indexed run as a few batched calls (several times faster for more than a handful of items)."""
+        keys = [key for key, _ in items]
+        if len(set(keys)) < len(keys) or any(key in self._texts for key in keys):
+            raise KeyError("check_and_add_many needs keys that are unique and not yet in the index")
+        tokens = [rouge_tokens(text) for _, text in items]
+        codes = [_encode(t, self._vocab) for t in tokens]
+        against_index = self._best_matches(codes, [len(t) for t in tokens], exact_max=False)
+        batch = NoveltyIndex(self.threshold)  # the items accepted so far in this call
+        batch._vocab = self._vocab
+        results = []
+        for (key, text), (index_score, index_nearest) in zip(items, against_index, strict=True):
+            batch_result = batch.score(text)
+            if batch_result.score > index_score:
+                index_score, index_nearest = batch_result.score, batch_result.nearest
+            result = NoveltyResult(index_score <= self.threshold, index_score, index_nearest)
+            if result.novel:
+                batch.add(key, text)
+            results.append(result)
+        for key, text in items:
+            if key in batch:
+                self.add(key, text)
+        return results
 
-def _fmeasures(lcs: np.ndarray, entry_lengths: np.ndarray, candidate_len: int) -> np.ndarray:
+    def _best_matches(
+        self, codes: list[str], lengths: list[int], exact_max: bool
+    ) -> list[tuple[float, Hashable | None]]:
+        """(max F, key) of each encoded candidate against the entries in its length window (or all entries).
+        Candidates of similar length share one rapidfuzz call over their joint window."""
+        best: list[tuple[float, Hashable | None]] = [(0.0, None)] * len(codes)
+        order = [i for i in sorted(range(len(codes)), key=lengths.__getitem__) if lengths[i] > 0]
+        for group in _similar_length_groups(order, lengths):
+            start, stop = self._entries_between(lengths[group[0]], lengths[group[-1]], exact_max)
+            if start >= stop:
+                continue
+            group_codes = [codes[i] for i in group]
+            lcs = cdist(group_codes, self._codes[start:stop], scorer=_LCS, dtype=np.int64, workers=1)
+            entry_lengths = np.asarray(self._lengths[start:stop], dtype=np.int64)
+            scores = _fmeasures(lcs, entry_lengths, np.asarray([lengths[i] for i in group])[:, None])
+            columns = np.argmax(scores, axis=1)
+            for row, i in enumerate(group):
+                best[i] = (float(scores[row, columns[row]]), self._keys[start + int(columns[row])])
+        return best
+
+    def _entries_between(self, shortest: int, longest: int, exact_max: bool) -> tuple[int, int]:
+        """The entries that candidates of SHORTEST..LONGEST tokens could exceed the threshold with."""
+        if exact_max:
+            return 0, len(self._keys)
+        lo, hi = length_window(shortest, self.threshold)[0], length_window(longest, self.threshold)[1]
+        return bisect.bisect_left(self._lengths, lo), bisect.bisect_right(self._lengths, hi)
+
+
+def _similar_length_groups(order: list[int], lengths: list[int], size: int = 64) -> list[list[int]]:
+    """Split candidate indices sorted by length into groups of at most SIZE whose lengths are within 25% (+2),
+    so a group's joint window is barely wider than each member's own."""
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < size and lengths[i] <= 1.25 * lengths[groups[-1][0]] + 2:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _fmeasures(lcs: np.ndarray, entry_lengths: np.ndarray, candidate_len: np.ndarray) -> np.ndarray:
     """`rouge_l_fmeasure` element-wise, with the candidate as the prediction and the entries as targets. The
     float64 operations are those of the scalar version (and F does not depend on which side is which, bit for
     bit: scaling by 2 is exact and + and * commute)."""

@@ -59,21 +59,20 @@ def screen_responses(
     `accepted` (the last two with the max ROUGE-L F and the nearest text). Accepted items join INDEX at once,
     so later items of the same round are compared with them, as in the reference."""
     sync_index(index, pools, scope)
-    records = []
-    next_id = pools.next_id
+    records: list[dict[str, Any]] = []
     for response in responses:
         for item in extract_items(response):
             text = clean_item(item, faithful_capitalize=faithful_capitalize)
-            record: dict[str, Any] = {"id": next_id, "step": step, "text": text}
+            record: dict[str, Any] = {"id": pools.next_id + len(records), "step": step, "text": text}
             rule = rule_violation(text, min_words=min_words, max_words=max_words)
             if rule is not None:
                 record["fate"] = f"rejected:rule:{rule}"
-            else:
-                result = index.check_and_add(generated_key(next_id), text)
-                record["fate"] = "accepted" if result.novel else "rejected:novelty"
-                record["score"] = result.score
-                record["nearest_id"] = result.nearest
-                record["nearest"] = index.text(result.nearest) if result.nearest is not None else None
             records.append(record)
-            next_id += 1
+    to_check = [r for r in records if "fate" not in r]
+    results = index.check_and_add_many([(generated_key(r["id"]), r["text"]) for r in to_check])
+    for record, result in zip(to_check, results, strict=True):
+        record["fate"] = "accepted" if result.novel else "rejected:novelty"
+        record["score"] = result.score
+        record["nearest_id"] = result.nearest
+        record["nearest"] = index.text(result.nearest) if result.nearest is not None else None
     return records
