@@ -36,7 +36,9 @@ class Completion:
 class RolloutEngine(Protocol):
     """generate() returns len(prompts) * n completions, the n samples of each prompt contiguous and in prompt order."""
 
-    def generate(self, prompts: list[str] | list[list[int]], params: SamplingParams, n: int = 1) -> list[Completion]: ...
+    def generate(
+        self, prompts: list[str] | list[list[int]], params: SamplingParams, n: int = 1
+    ) -> list[Completion]: ...
 
     def update_weights(self, source: torch.nn.Module | dict[str, torch.Tensor]) -> None: ...
 
