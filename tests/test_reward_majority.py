@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serl.reward import GroupVote, clear_equivalence_cache, is_equivalent, majority_vote
-from serl.reward.equivalence import certainly_different, equivalent_raw, numeric_value
+from serl.reward.equivalence import certainly_different, equivalent_raw, numeric_signature
 from serl.reward.extract import extract_raw
 
 METHODS = ["fast", "reference"]
@@ -202,6 +202,13 @@ CONSTANTS = [
     "-1",
     "$10^{6}$",
     "1000001",
+    "$x^2 + 1$",
+    "$(x+1)^2 - 2x$",
+    "$6+9i$",
+    r"$\sin^2 x + \cos^2 x$",
+    "$x - x + 2$",
+    "$2x$",
+    r"$\frac{y}{y}$",
 ]
 
 
@@ -210,16 +217,17 @@ CONSTANTS = [
 def test_the_numeric_shortcut_never_hides_a_match(a_text: str, b_text: str) -> None:
     a, b = extract_raw(a_text), extract_raw(b_text)
     assert a is not None and b is not None
-    if certainly_different(a, b, numeric_value(a), numeric_value(b)):
+    if certainly_different(a, b, numeric_signature(a), numeric_signature(b)):
         assert not equivalent_raw(a, b)
 
 
-def test_the_numeric_shortcut_applies_only_to_plain_constants() -> None:
-    for text in ["$x=2$", r"$2\%$", r"$\{2\}$", "$(1,2)$", "$x^2$", r"\boxed{\text{east}}"]:
+def test_the_numeric_shortcut_applies_only_to_plain_expressions() -> None:
+    for text in ["$x=2$", r"$2\%$", r"$\{2\}$", "$(1,2)$", "$x$", r"\boxed{\text{east}}", r"$\sin^2 x + \cos^2 x$"]:
         answer = extract_raw(text)
-        assert answer is not None and numeric_value(answer) is None, text
-    assert numeric_value(extract_raw(r"$\frac{1}{2}$")) == 0.5  # type: ignore[arg-type]
-    third, rounded, other = (extract_raw(text) for text in (r"$\frac{1}{3}$", "0.333333", "0.3"))
-    values = [numeric_value(x) for x in (third, rounded, other)]  # type: ignore[arg-type]
-    assert certainly_different(third, other, values[0], values[2])  # type: ignore[arg-type]
-    assert not certainly_different(third, rounded, values[0], values[1])  # type: ignore[arg-type]
+        assert answer is not None and numeric_signature(answer) is None, text
+    third, rounded, other, square = (extract_raw(t) for t in (r"$\frac{1}{3}$", "0.333333", "0.3", "$x^2$"))
+    signatures = [numeric_signature(x) for x in (third, rounded, other, square)]  # type: ignore[arg-type]
+    assert signatures[0].value == pytest.approx(1 / 3) and signatures[3].varies  # type: ignore[union-attr]
+    assert certainly_different(third, other, signatures[0], signatures[2])  # type: ignore[arg-type]
+    assert certainly_different(third, square, signatures[0], signatures[3])  # type: ignore[arg-type]
+    assert not certainly_different(third, rounded, signatures[0], signatures[1])  # type: ignore[arg-type]
