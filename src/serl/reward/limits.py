@@ -45,7 +45,8 @@ def time_limit(seconds: float) -> Iterator[None]:
         raise ScoringTimeout
     previous_handler = signal.signal(signal.SIGALRM, _raise_timeout)
     started = time.monotonic()
-    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Re-fire every 50 ms: a bare `except:` deep in a parser can swallow the first ScoringTimeout.
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
     try:
         yield
     finally:
