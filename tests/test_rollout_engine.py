@@ -166,3 +166,16 @@ def test_bad_input_fails_with_a_clear_message(engine):
     with pytest.raises(ValueError, match="n must be"):
         engine.generate(["ok"], greedy(), n=0)
     assert engine.generate([], greedy()) == []
+
+
+def test_dynamic_cache_decoder_agrees_with_the_static_one(policy):
+    model, tokenizer = policy
+    static = make_engine("hf", model, tokenizer, kv_cache="static")
+    dynamic = make_engine("hf", model, tokenizer, kv_cache="dynamic")
+    params = SamplingParams(temperature=1.0, max_new_tokens=SHORT, seed=5, presence_penalty=1.0, logprobs=True)
+    a, b = static.generate(PROMPTS, params, n=2), dynamic.generate(PROMPTS, params, n=2)
+    assert [c.response_ids for c in a] == [c.response_ids for c in b]
+    assert [c.finish_reason for c in a] == [c.finish_reason for c in b]
+    logprobs_a = torch.tensor([lp for c in a for lp in c.logprobs])
+    logprobs_b = torch.tensor([lp for c in b for lp in c.logprobs])
+    assert torch.allclose(logprobs_a, logprobs_b, atol=1e-3)

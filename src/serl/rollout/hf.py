@@ -1,24 +1,29 @@
 """Rollouts with a Hugging Face causal LM, on CPU or GPU, through a hand-written decode loop.
 
-The loop calls the model's forward directly (no `generate`): rows are bucketed by prompt length, the n samples of a
-prompt share one prefill, and rows that finish leave the batch so later steps only pay for live rows.
+No `model.generate`: rows are bucketed by prompt length, the n samples of a prompt share one prefill, Llama-family
+models run over a pre-allocated KV cache (`decoders.StaticLlamaDecoder`), and rows that finish leave the batch.
+What each of these buys is measured in docs/benchmarks.md ("Rollout engine").
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
-from transformers import DynamicCache
 
 from serl.rollout.base import Completion, FinishReason, SamplingParams
+from serl.rollout.decoders import HFCacheDecoder, StaticLlamaDecoder, supports_static
 from serl.rollout.formats import encode_prompts
 from serl.rollout.sampling import apply_presence_penalty, sample_next_tokens, token_logprobs
 from serl.rollout.stopping import StopChecker, cut_at_stop, decode
 
-DEFAULT_BATCH_ROWS = {"cpu": 256, "cuda": 512}
+KVCache = Literal["auto", "static", "dynamic"]
+MAX_BATCH_ROWS = {"cpu": 256, "cuda": 1024}  # upper bound when the engine picks the batch size itself
+KV_BUDGET_BYTES = {"cpu": 4 << 30, "cuda": 8 << 30}  # KV cache one batch may allocate when the engine picks
+DROP_FRACTION = 0.125  # compact the batch once this share of its rows has finished
 
 
 @dataclass
@@ -29,14 +34,21 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: FinishReason = "length"
+    done: bool = False
 
 
 class HFEngine:
     """A rollout engine over a Hugging Face causal LM.
 
-    The model may be the trainer's own policy object: generation only reads it (eval mode and no autograd for the call),
-    and `update_weights(model)` with that same object is then free. Pass a different module or a state dict to copy
-    weights in. Determinism: the same `params.seed` on the same batch gives the same completions.
+    The model may be the trainer's own policy object: generation only reads it (eval mode and no autograd for the
+    call, the caller's mode restored after), and `update_weights(model)` with that same object is free. Another
+    module or a state dict is copied in. The same `params.seed` on the same inputs gives the same completions.
+
+    max_batch_size: rows (prompt x sample) decoded together; None picks the most whose KV cache fits a budget
+    (4 GiB on CPU, 8 GiB on GPU), at most 256 on CPU and 1024 on GPU.
+    kv_cache: "static" (pre-allocated, Llama-family models only), "dynamic" (the model's own forward and a
+    transformers DynamicCache, any model), or "auto" (static when the model supports it).
+    num_threads: torch intra-op threads during generate() (restored after); None leaves torch's setting.
     """
 
     def __init__(
@@ -47,17 +59,24 @@ class HFEngine:
         max_batch_size: int | None = None,
         device: str | torch.device | None = None,
         progress: bool = False,
+        kv_cache: KVCache = "auto",
+        num_threads: int | None = None,
     ):
         if device is not None:
             model = model.to(device)
+        if kv_cache == "static" and not supports_static(model):
+            raise ValueError(f"kv_cache='static' needs a Llama-family model, not {model.config.model_type!r}")
+        if kv_cache not in ("auto", "static", "dynamic"):
+            raise ValueError(f"kv_cache must be auto, static or dynamic, got {kv_cache!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
-        self.max_batch_size = max_batch_size or DEFAULT_BATCH_ROWS.get(self.device.type, 256)
+        self.max_batch_size = max_batch_size
         self.progress = progress
+        self.static = kv_cache == "static" or (kv_cache == "auto" and supports_static(model))
+        self.num_threads = num_threads
         self.eos_ids = _eos_ids(model, tokenizer)
-        # transformers 5 renamed `past_key_values` to `cache`; pass whichever this version takes.
-        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
 
     # ------------------------------------------------------------------------------------------------ interface
     def generate(
@@ -71,7 +90,8 @@ class HFEngine:
         """len(prompts) * n completions: the n samples of each prompt contiguous, prompts in the given order.
 
         String prompts are tokenized without special tokens (the prompt format decides about BOS); token-id prompts are
-        used as is. See `serl.rollout.stopping` for how stop strings cut `text` and `response_ids`.
+        used as is. Stop strings: `response_ids` end with the token that completes the first stop string and `text`
+        is cut before it (see `serl.rollout.stopping`); an EOS is kept as the last response id.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -85,9 +105,15 @@ class HFEngine:
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         rows = [_Row(i, s, prompt_ids[i]) for i in order for s in range(n)]
         show = self.progress if progress is None else progress
-        with _progress(show, len(rows)) as advance, torch.inference_mode(), _eval_mode(self.model):
-            for start in range(0, len(rows), self.max_batch_size):
-                self._decode_batch(rows[start : start + self.max_batch_size], params, generator, advance)
+        with (
+            _progress(show, len(rows)) as advance,
+            torch.inference_mode(),
+            _eval_mode(self.model),
+            _threads(self.num_threads),
+        ):
+            size = self._batch_rows(max(len(ids) for ids in prompt_ids), params) if rows else 1
+            for start in range(0, len(rows), size):
+                self._decode_batch(rows[start : start + size], params, generator, advance)
 
         rows.sort(key=lambda r: (r.prompt_index, r.sample_index))
         return [self._completion(row, params) for row in rows]
@@ -111,36 +137,35 @@ class HFEngine:
         """Nothing to restore: buffers are allocated per generate() call."""
 
     # ------------------------------------------------------------------------------------------------ decoding
-    def _forward(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=1,  # only the last position feeds the next token; skips the LM head elsewhere
-            **{self._cache_kwarg: cache},
-        )
-        return out.logits[:, -1, :]
+    def _batch_rows(self, prompt_len: int, params: SamplingParams) -> int:
+        if self.max_batch_size:
+            return self.max_batch_size
+        config = self.model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        element = self.model.lm_head.weight.element_size() if hasattr(self.model, "lm_head") else 4
+        per_row = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * element
+        per_row *= prompt_len + params.max_new_tokens
+        budget = KV_BUDGET_BYTES.get(self.device.type, KV_BUDGET_BYTES["cpu"])
+        return max(1, min(MAX_BATCH_ROWS.get(self.device.type, 256), budget // per_row))
 
     def _decode_batch(
         self, rows: list[_Row], params: SamplingParams, generator: torch.Generator, advance: Callable[[int], None]
     ) -> None:
-        device = self.device
-        width = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, row in enumerate(rows):  # left padding: every row's next token lands in the same column
-            input_ids[b, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
-            attention_mask[b, width - len(row.prompt_ids) :] = 1
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, attention_mask, position_ids, cache)
-        position_ids = position_ids[:, -1:]
+        decoder = StaticLlamaDecoder(self.model, min(params.max_new_tokens, 256)) if self.static else None
+        decoder = decoder or HFCacheDecoder(self.model)
+        # Rows arrive grouped by prompt: prefill each prompt once, then copy its cache to its samples.
+        prompts, copies = [], []
+        for b, row in enumerate(rows):
+            if b and row.prompt_index == rows[b - 1].prompt_index:
+                copies[-1] += 1
+            else:
+                prompts.append(row.prompt_ids)
+                copies.append(1)
+        logits = decoder.prefill(prompts, copies, self.pad_id)
 
-        live = list(range(len(rows)))  # rows[live[b]] is batch row b
-        generated = torch.zeros((len(rows), logits.shape[-1]), dtype=torch.bool, device=device)
-        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        batch = list(rows)  # batch[b] is the row decoded in batch position b; finished rows linger until a compaction
+        generated = torch.zeros((len(batch), logits.shape[-1]), dtype=torch.bool, device=self.device)
+        eos = torch.tensor(sorted(self.eos_ids), device=self.device)
         stop_checker = StopChecker(self.tokenizer, params.stop)
         for step in range(params.max_new_tokens):
             penalized = apply_presence_penalty(logits, generated, params.presence_penalty)
@@ -149,35 +174,31 @@ class HFEngine:
             )
             logps = token_logprobs(logits, tokens, params.temperature).tolist() if params.logprobs else None
             if params.presence_penalty:
-                generated[torch.arange(len(live), device=device), tokens] = True
-            finished = torch.isin(tokens, eos)
-            token_list, finished_list = tokens.tolist(), finished.tolist()
-            for b, row_index in enumerate(live):
-                row = rows[row_index]
-                row.tokens.append(token_list[b])
+                generated[torch.arange(len(batch), device=self.device), tokens] = True
+            is_eos = torch.isin(tokens, eos).tolist()
+            finished = 0
+            for b, (row, token) in enumerate(zip(batch, tokens.tolist(), strict=True)):
+                if row.done:
+                    continue
+                row.tokens.append(token)
                 if logps is not None:
                     row.logprobs.append(logps[b])
-                if finished_list[b]:
-                    row.finish_reason = "eos"
+                if is_eos[b]:
+                    row.finish_reason, row.done = "eos", True
                 elif stop_checker and stop_checker.hit(row.tokens):
-                    row.finish_reason = "stop"
-                    finished_list[b] = True
-            if step == params.max_new_tokens - 1:
-                advance(len(live))
+                    row.finish_reason, row.done = "stop", True
+                elif step == params.max_new_tokens - 1:
+                    row.done = True
+                finished += row.done
+            advance(finished)
+            live = [b for b, row in enumerate(batch) if not row.done]
+            if not live:
                 break
-            keep = [b for b, done in enumerate(finished_list) if not done]
-            if len(keep) < len(live):  # drop finished rows from the batch
-                advance(len(live) - len(keep))
-                if not keep:
-                    break
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                attention_mask, position_ids, generated = attention_mask[index], position_ids[index], generated[index]
-                tokens = tokens[index]
-                live = [live[b] for b in keep]
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(live), 1))], dim=1)
-            position_ids = position_ids + 1
-            logits = self._forward(tokens[:, None], attention_mask, position_ids, cache)
+            if len(batch) - len(live) >= max(1, DROP_FRACTION * len(batch)):  # drop finished rows from the batch
+                index = torch.tensor(live, device=self.device)
+                decoder.keep(index)
+                batch, tokens, generated = [batch[b] for b in live], tokens[index], generated[index]
+            logits = decoder.step(tokens)
 
     def _completion(self, row: _Row, params: SamplingParams) -> Completion:
         tokens, reason = row.tokens, row.finish_reason
@@ -209,35 +230,36 @@ def _eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:
     return ids
 
 
-class _eval_mode:
-    """Eval mode for the duration of a generate() call, restoring the caller's mode (the trainer's policy) after."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc) -> None:
-        self.model.train(self.was_training)
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for one generate() call, then the caller's mode again (the trainer's policy may be in train mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
-class _progress:
-    """A rich progress bar over completed rows when asked for, else a silent no-op."""
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
-    def __init__(self, show: bool, total: int):
-        self.show, self.total, self.bar = show, total, None
 
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.show:
-            return lambda _count: None
-        from rich.progress import Progress
+@contextlib.contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A transient rich progress bar over finished rows when asked for, else a silent callback."""
+    if not show:
+        yield lambda _count: None
+        return
+    from rich.progress import Progress
 
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        task = self.bar.add_task("rollout", total=self.total)
-        return lambda count: self.bar.advance(task, count)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    with Progress(transient=True) as bar:
+        task = bar.add_task("rollout", total=total)
+        yield lambda count: bar.advance(task, count)
