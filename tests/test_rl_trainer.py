@@ -263,6 +263,9 @@ def test_bad_inputs_give_clear_errors():
         trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=3)
     with pytest.raises(ValueError, match="as many prompts"):
         trainer.make_experience(PROMPTS, RESPONSES[:-1], REWARDS, group_size=4)
+    with_kl_loss = make_trainer(model, tiny_llama(1), kl_coef=0.1, use_kl_loss=True)
+    with pytest.raises(ValueError, match="reference log-probs"):
+        with_kl_loss.train(trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4))
     with pytest.raises(ValueError, match="empty experience"):
         trainer.train(trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4).select([]))
 

