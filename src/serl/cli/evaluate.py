@@ -42,7 +42,7 @@ def evaluate(
     max_samples: int | None = typer.Option(
         None, "--max-samples", help="Evaluate a slice: the first N questions (per category for MMLU-Pro)."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="Questions per generate call (and per file append)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Questions per generate call and per results append."),
     engine_name: str = typer.Option("hf", "--engine", help="hf (CPU or GPU) | vllm (GPU)."),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
     seed: int = typer.Option(0, help="Sampling seed."),
@@ -145,7 +145,7 @@ def _evaluate(targets: list[str], model: str, out: Path, engine_name: str, devic
         raise ValueError(f"unknown --format {opts.fmt!r}; expected one of {', '.join(FORMATS)}")
     # resolve every data set before loading the model, so a typo fails in a second
     resolved = [resolve_dataset(target, opts.data_dir) for target in targets]
-    engine, tokenizer = _make_engine(model, engine_name, device, opts.batch_size, opts.seed)
+    engine, tokenizer = _make_engine(model, engine_name, device, opts.seed)
     for name, source in resolved:
         started = time.perf_counter()
         if _is_mmlu_pro(name, source):
@@ -217,21 +217,17 @@ def _slug(model: str) -> str:
     return os.path.basename(name).replace(":", "-") or "model"
 
 
-def _make_engine(model: str, engine_name: str, device: str | None, batch_size: int, seed: int):
-    """The rollout engine and tokenizer for MODEL."""
+def _make_engine(model: str, engine_name: str, device: str | None, seed: int) -> tuple[Any, Any]:
+    """The rollout engine and tokenizer for MODEL: HF on the policy loaded here, or vLLM from the model spec."""
     import torch
 
     from serl.models import load_policy, load_tokenizer
+    from serl.rollout import ENGINES, make_engine
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if engine_name == "hf":
-        from serl.rollout.hf import HFEngine
-
-        policy, tokenizer = load_policy(model, device=device)
-        return HFEngine(policy, tokenizer, max_batch_size=batch_size), tokenizer
+    if engine_name not in ENGINES:
+        raise ValueError(f"unknown --engine {engine_name!r}; expected one of {', '.join(ENGINES)}")
     if engine_name == "vllm":
-        from serl.rollout.vllm import VLLMEngine
-
         tokenizer = load_tokenizer(model)
-        return VLLMEngine(model, seed=seed), tokenizer
-    raise ValueError(f"unknown --engine {engine_name!r}; expected hf or vllm")
+        return make_engine("vllm", model, tokenizer, seed=seed), tokenizer
+    policy, tokenizer = load_policy(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return make_engine("hf", policy, tokenizer), tokenizer
