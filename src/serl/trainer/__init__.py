@@ -1,1 +1,33 @@
+"""The SeRL training loop, its checkpoints, logging and report."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from serl.config import SerlConfig
+
+
+def run_training(cfg: SerlConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
+    """Train per CFG in RUN_DIR (resuming from its latest checkpoint when RESUME); return the run dir."""
+    from serl.trainer.logger import RunLogger
+    from serl.trainer.loop import SerlTrainer, StalledError, prepare_run_dir
+
+    run_dir = prepare_run_dir(cfg, run_dir, resume)
+    wandb_cfg = {"project": cfg.log.wandb_project, "name": run_dir.name, "dir": str(run_dir)} if cfg.log.wandb else None
+    trainer = None
+    with RunLogger(
+        run_dir, cfg.log.console, total_steps=0, tensorboard=cfg.log.tensorboard, wandb_cfg=wandb_cfg
+    ) as log:
+        trainer = SerlTrainer(cfg, run_dir, log)
+        log.total_steps = trainer.total_steps
+        if resume and not trainer.resume():
+            log.info(f"no checkpoint in {run_dir}; starting from step 0")
+        log.reset_total(trainer.total_steps, trainer.step)
+        try:
+            trainer.fit()
+        except StalledError as err:
+            log.warning(str(err))
+            raise SystemExit(3) from err
+        finally:
+            trainer.close()
+    return run_dir

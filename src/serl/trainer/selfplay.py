@@ -1,0 +1,133 @@
+"""Self-instruction as a problem source for the loop: generation rounds until enough novel problems wait for rollout,
+and every fate written to the instruction log, from which the pools are rebuilt exactly on resume."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from serl.config import SerlConfig
+from serl.data import Problem
+from serl.rollout.base import RolloutEngine
+from serl.selfinstruct.novelty import NoveltyIndex
+from serl.selfinstruct.pools import InstructionLog, fate_record, rebuild_pools
+from serl.selfinstruct.prompts import build_generation_prompt, generation_params, load_instruction
+from serl.selfinstruct.screen import screen_responses
+from serl.trainer.sources import RolloutProblem, StalledError, derive_seed
+
+
+class InstructionSource:
+    def __init__(
+        self, cfg: SerlConfig, seeds: list[Problem], tokenizer: Any, engine: RolloutEngine, run_dir: Path, logger: Any
+    ):
+        self.cfg = cfg
+        self.si = cfg.selfinstruct
+        self.seed_texts = [p.prompt for p in seeds]
+        self.tokenizer = tokenizer
+        self.engine = engine
+        self.run_dir = run_dir
+        self.logger = logger
+        self.instruction = load_instruction(self.si.prompt_file)
+        self.counts: Counter[str] = Counter()
+        self.set_iteration(1)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.pools = rebuild_pools(self.run_dir, self.seed_texts)
+        if self.pools.torn_lines:
+            self.logger.warning(f"instruction log: ignored {self.pools.torn_lines} torn line(s) while rebuilding")
+        self.index = NoveltyIndex(threshold=self.si.rouge_threshold)
+
+    def set_iteration(self, iteration: int) -> None:
+        self.iteration = iteration
+        self.log = InstructionLog(self.run_dir, iteration)
+
+    def next_batch(self, size: int, *, step: int, attempt: int) -> list[RolloutProblem]:
+        """The oldest `size` problems waiting for rollout, running generation rounds until there are enough."""
+        rounds = 0
+        while len(self.pools.pending()) < size:
+            rounds += 1
+            if rounds > self.cfg.train.max_attempts_per_step:
+                raise StalledError(
+                    f"step {step}: self-instruction produced only {len(self.pools.pending())}/{size} novel problems "
+                    f"in {rounds - 1} generation rounds; see {self.log.path} for the rejected candidates"
+                )
+            self._generation_round(step, attempt, rounds)
+        return [RolloutProblem(uid=f"gen-{p.id}", text=p.text, generated_id=p.id) for p in self.pools.pending()[:size]]
+
+    def _generation_round(self, step: int, attempt: int, round_: int) -> None:
+        seed = self.cfg.train.seed
+        rng = random.Random(derive_seed(seed, "fewshot", step, attempt, round_))
+        kept = self.pools.kept()
+        prompts = [
+            build_generation_prompt(
+                self.tokenizer,
+                self.seed_texts,
+                kept,
+                rng,
+                num_shots=self.si.few_shot,
+                max_generated=self.si.max_generated_shots,
+                prompt_max_tokens=self.si.prompt_max_len,
+                instruction=self.instruction,
+            ).text
+            for _ in range(self.si.generation_batch_size)
+        ]
+        params = generation_params(
+            max_new_tokens=self.si.max_new_tokens,
+            temperature=self.si.temperature,
+            top_p=self.si.top_p,
+            presence_penalty=self.si.presence_penalty,
+            seed=derive_seed(seed, "generate", step, attempt, round_),
+        )
+        completions = self.engine.generate(prompts, params, n=1)
+        records = screen_responses(
+            [c.text for c in completions],
+            self.pools,
+            self.index,
+            step=step,
+            scope=self.si.novelty_scope,
+            faithful_capitalize=self.si.faithful_capitalize,
+            min_words=self.si.min_words,
+            max_words=self.si.max_words,
+        )
+        self.log.write(records, self.pools)
+        self.counts["candidates"] += len(records)
+        self.counts.update(r["fate"] for r in records)
+
+    def record_difficulty(self, problems: list[RolloutProblem], ratios: list[float], passed: list[bool], step: int):
+        records = [
+            fate_record(p.generated_id, "kept" if ok else "rejected:difficulty", step=step, ratio=ratio)
+            for p, ratio, ok in zip(problems, ratios, passed, strict=True)
+        ]
+        self.log.write(records, self.pools)
+
+    def mark_trained(self, problems: list[RolloutProblem], step: int) -> None:
+        self.log.write([fate_record(p.generated_id, "trained", step=step) for p in problems], self.pools)
+
+    def mark_expired(self, problems: list[RolloutProblem], step: int) -> None:
+        self.log.write([fate_record(p.generated_id, "expired", step=step) for p in problems], self.pools)
+
+    def step_metrics(self) -> dict[str, float]:
+        """Candidate fates since the last call, as `selfinstruct/*` metrics."""
+        out = {
+            "selfinstruct/candidates": self.counts["candidates"],
+            "selfinstruct/accepted": self.counts["accepted"],
+            "selfinstruct/rejected_novelty": self.counts["rejected:novelty"],
+            "selfinstruct/kept_pool": len(self.pools.kept_ids),
+        }
+        for fate, count in self.counts.items():
+            if fate.startswith("rejected:rule:"):
+                out[f"selfinstruct/rejected_rule:{fate.removeprefix('rejected:rule:')}"] = count
+        self.counts.clear()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration}  # the pools live in the instruction files
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Called after the trainer cut the instruction files back to the checkpoint: rebuild from them."""
+        self.set_iteration(state["iteration"])
+        self._rebuild()
+        self.counts.clear()
