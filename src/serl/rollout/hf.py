@@ -8,6 +8,7 @@ What each of these buys is measured in docs/benchmarks.md ("Rollout engine").
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,6 +50,9 @@ class HFEngine:
     kv_cache: "static" (pre-allocated, Llama-family models only), "dynamic" (the model's own forward and a
     transformers DynamicCache, any model), or "auto" (static when the model supports it).
     num_threads: torch intra-op threads during generate() (restored after); None leaves torch's setting.
+    dtype: compute dtype of the rollouts; None is the model's. Another dtype (bf16 on a CPU with AVX512-BF16 or AMX
+    runs matmuls ~2.5x faster than fp32) decodes with a converted copy of the model, which `update_weights`
+    refreshes, also when given the engine's own model object.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class HFEngine:
         progress: bool = False,
         kv_cache: KVCache = "auto",
         num_threads: int | None = None,
+        dtype: str | torch.dtype | None = None,
     ):
         if device is not None:
             model = model.to(device)
@@ -69,6 +74,10 @@ class HFEngine:
         if kv_cache not in ("auto", "static", "dynamic"):
             raise ValueError(f"kv_cache must be auto, static or dynamic, got {kv_cache!r}")
         self.model = model
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.converted = dtype is not None and dtype != next(model.parameters()).dtype
+        # The module that decodes: the model itself, or a copy in the rollout dtype.
+        self.runner = copy.deepcopy(model).to(dtype).requires_grad_(False) if self.converted else model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
@@ -108,7 +117,7 @@ class HFEngine:
         with (
             _progress(show, len(rows)) as advance,
             torch.inference_mode(),
-            _eval_mode(self.model),
+            _eval_mode(self.runner),
             _threads(self.num_threads),
         ):
             size = self._batch_rows(max(len(ids) for ids in prompt_ids), params) if rows else 1
@@ -119,12 +128,13 @@ class HFEngine:
         return [self._completion(row, params) for row in rows]
 
     def update_weights(self, source: torch.nn.Module | dict[str, torch.Tensor]) -> None:
-        """Sync with the trainer. The engine's own model object: a no-op. Another module or a state dict: copied in."""
-        if source is self.model:
+        """Sync with the trainer. The engine's own model object: a no-op (unless a `dtype` copy needs refreshing).
+        Another module or a state dict: copied in (and cast)."""
+        if source is self.runner:
             return
         state = source.state_dict() if isinstance(source, torch.nn.Module) else source
         with torch.no_grad():
-            result = self.model.load_state_dict(state, strict=False)
+            result = self.runner.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise ValueError(f"update_weights: keys not in the rollout model: {result.unexpected_keys[:5]}")
 
@@ -140,9 +150,9 @@ class HFEngine:
     def _batch_rows(self, prompt_len: int, params: SamplingParams) -> int:
         if self.max_batch_size:
             return self.max_batch_size
-        config = self.model.config
+        config = self.runner.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        element = self.model.lm_head.weight.element_size() if hasattr(self.model, "lm_head") else 4
+        element = next(self.runner.parameters()).element_size()
         per_row = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * element
         per_row *= prompt_len + params.max_new_tokens
         budget = KV_BUDGET_BYTES.get(self.device.type, KV_BUDGET_BYTES["cpu"])
@@ -151,8 +161,8 @@ class HFEngine:
     def _decode_batch(
         self, rows: list[_Row], params: SamplingParams, generator: torch.Generator, advance: Callable[[int], None]
     ) -> None:
-        decoder = StaticLlamaDecoder(self.model, min(params.max_new_tokens, 256)) if self.static else None
-        decoder = decoder or HFCacheDecoder(self.model)
+        decoder = StaticLlamaDecoder(self.runner, min(params.max_new_tokens, 256)) if self.static else None
+        decoder = decoder or HFCacheDecoder(self.runner)
         # Rows arrive grouped by prompt: prefill each prompt once, then copy its cache to its samples.
         prompts, copies = [], []
         for b, row in enumerate(rows):
