@@ -130,6 +130,9 @@ class TrainConfig:
     seed: int = 42
     save_every: int = 50  # steps between resumable checkpoints (also saved at every iteration end)
     keep_checkpoints: int = 3
+    # adamw (torch, fused where it can) | adamw_8bit (bitsandbytes, GPU only). Optimizer-state offload to CPU is a
+    # DeepSpeed setting: launch with configs/accelerate/gpu_zero3_offload.yaml.
+    optimizer: str = "adamw"
 
 
 @dataclass
@@ -180,6 +183,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.loss_agg": ("token_mean_micro", "token_mean_global", "seq_mean_token_mean"),
     "train.mode": ("serl", "maj", "gt"),
     "train.carryover": ("expire", "keep"),
+    "train.optimizer": ("adamw", "adamw_8bit"),
     "log.console": ("rich", "quiet", "json"),
 }
 
