@@ -60,7 +60,11 @@ class SerlTrainer:
         self.model, self.tokenizer = load_policy(cfg.model.policy, dtype=cfg.model.dtype)
         self.reference = self._load_reference()
         self.engine = make_engine(
-            cfg.rollout.engine, self.model, self.tokenizer, max_batch_size=cfg.rollout.max_batch_size
+            cfg.rollout.engine,
+            self.model,
+            self.tokenizer,
+            max_batch_size=cfg.rollout.max_batch_size,
+            dtype=cfg.rollout.dtype,
         )
         self.seeds = load_problems(
             cfg.data.seed_path, cfg.data.input_key, cfg.data.label_key, max_samples=cfg.data.max_samples
@@ -328,7 +332,7 @@ class SerlTrainer:
         gt: list[list[float]] = []
         if any(labelled):
             flat = [(resp, p.label) for p, g in zip(problems, groups, strict=True) if p.label is not None for resp in g]
-            scores = gt_rewards([x[0] for x in flat], [x[1] for x in flat], num_workers=r.num_workers)
+            scores = gt_rewards([x[0] for x in flat], [x[1] for x in flat], num_workers=r.num_workers, match=r.gt_match)
             n = len(groups[0])
             gt = [scores[i * n : (i + 1) * n] for i in range(len(flat) // n)]
         if self.cfg.train.mode == "gt":
