@@ -95,3 +95,11 @@ def test_batch_metrics_without_labels_and_errors() -> None:
         batch_metrics([])
     with pytest.raises(ValueError):
         batch_metrics(votes, gt_rewards=[[1.0, 0.0]])
+
+
+def test_gt_rewards_contains_match() -> None:
+    responses = [r"so \boxed{4}", "4", r"\boxed{5}", "anything"]
+    labels = ["\\boxed", "\\boxed", None, ""]
+    assert gt_rewards(responses, labels, match="contains") == [1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="unknown gt match"):
+        gt_rewards(responses, labels, match="regex")

@@ -19,6 +19,7 @@ from serl.reward.limits import can_interrupt
 from serl.reward.pool import default_num_workers, guarded_call, hard_limit, map_isolated
 
 _MATH_DELIMITERS = ("$", "\\boxed", "\\[", "\\(")
+GT_MATCHES = ("verify", "contains")
 
 
 def gold_text(label: object, extractor: str = "math") -> str:
@@ -43,12 +44,21 @@ def gt_rewards(
     timeout_s: float = 5.0,
     num_workers: int | None = None,
     progress: bool = False,
+    match: str = "verify",
 ) -> list[float]:
-    """`gt_reward` for each (response, label) pair, in a process pool sized to the cores (0 or 1: in-process)."""
+    """`gt_reward` for each (response, label) pair, in a process pool sized to the cores (0 or 1: in-process).
+
+    match: "verify" (the above) or "contains": 1.0 when the label's text occurs in the response (a format or keyword
+    reward, e.g. label "\\boxed"); a None or empty label gives 0.0.
+    """
     check_extractor(extractor)
+    if match not in GT_MATCHES:
+        raise ValueError(f"unknown gt match {match!r}; use one of {', '.join(GT_MATCHES)}")
     if len(responses) != len(labels):
         raise ValueError(f"{len(responses)} responses for {len(labels)} labels")
     pairs = list(zip(responses, labels, strict=True))
+    if match == "contains":
+        return [float(label is not None and str(label) != "" and str(label) in response) for response, label in pairs]
     workers = default_num_workers() if num_workers is None else num_workers
     if workers <= 1 and can_interrupt():
         return [gt_reward(response, label, extractor=extractor, timeout_s=timeout_s) for response, label in pairs]

@@ -19,6 +19,9 @@ def make_engine(kind: str, model: Any, tokenizer: Any, **kwargs: Any) -> Rollout
     if kind == "vllm":
         from serl.rollout.vllm import VLLMEngine
 
+        if kwargs.get("dtype", "") is None:  # "the policy's dtype": vLLM's own default ("auto") picks it
+            kwargs.pop("dtype")
+
         return VLLMEngine(model, tokenizer, **kwargs)
     raise ValueError(f"unknown rollout engine {kind!r}; expected one of {', '.join(ENGINES)}")
 
