@@ -110,11 +110,15 @@ def response_logprobs(
     temperature: float = 1.0,
     chunk_tokens: int = 256,
     with_entropy: bool = False,
+    through_forward: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs [B, R] of the response tokens (0 on padding) and optionally their per-token entropy [B, R]."""
+    """Log-probs [B, R] of the response tokens (0 on padding) and optionally their per-token entropy [B, R].
+
+    ``through_forward``: call the model's own forward for the response logits instead of the decoder plus the chunked
+    head. A distributed wrapper (DDP, FSDP, DeepSpeed) needs that: it syncs or gathers only inside its forward."""
     width_p, mask = batch.prompt_width, batch.action_mask
     targets = batch.input_ids[:, width_p:][mask]
-    weight = plain_output_weight(model)
+    weight = None if through_forward else plain_output_weight(model)
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
     if weight is not None:
         hidden = model.get_decoder()(**inputs, use_cache=False).last_hidden_state

@@ -20,12 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
+try:
+    from accelerate.utils import DistributedType
+except ImportError:  # accelerate is only needed for multi-process runs
+    DistributedType = None  # type: ignore[assignment,misc]
+
 from serl.rl.advantages import check_estimator, compute_advantages, estimator_whitens
 from serl.rl.experience import Experience
 from serl.rl.kl import kl_estimate
 from serl.rl.logprobs import response_logprobs
 from serl.rl.loss import LOSS_AGGREGATIONS, aggregate_loss, clipped_policy_loss
 from serl.rl.masked import masked_mean, masked_whiten
+from serl.rl.optim import make_optimizer
 from serl.rl.schedule import cosine_schedule
 from serl.rl.sequences import build_sequences
 
@@ -78,11 +84,18 @@ class PolicyTrainer:
         reference_context: Callable[[], AbstractContextManager] | None = None,
         forward_batch_size: int | None = None,
         logprob_chunk_tokens: int = 256,
+        optimizer: str = "adamw",
+        accelerator: Any | None = None,
     ) -> None:
         """``ref_model`` None with ``kl_coef`` > 0 needs ``reference_context``: a factory of a context inside which
         ``model`` itself is the reference (e.g. a PEFT model's ``disable_adapter``). ``kl_coef`` = 0 skips the
         reference forward. ``train_batch_size`` counts sequences per optimizer step; ``forward_batch_size`` (default
-        ``micro_batch_size``) is the batch for the gradient-free log-prob passes."""
+        ``micro_batch_size``) is the batch for the gradient-free log-prob passes.
+
+        ``accelerator`` (an ``accelerate.Accelerator``, None for a plain single process): the model and optimizer are
+        prepared by it (DDP, FSDP or DeepSpeed per the launch config). Every rank then receives the same experience;
+        log-prob passes split its rows over the ranks, and each optimizer step's micro-batches are dealt out to the
+        ranks, so the update equals a single process's on the same batch (``train_batch_size`` stays global)."""
         check_estimator(advantage_estimator)
         if kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"unknown kl estimator {kl_estimator!r}; use k1, k2 or k3")
@@ -99,7 +112,7 @@ class PolicyTrainer:
             raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
         if kl_coef > 0 and ref_model is None and reference_context is None:
             raise ValueError("kl_coef > 0 needs a reference model or a reference_context")
-        self.model, self.ref_model, self.reference_context = model, ref_model, reference_context
+        self.ref_model, self.reference_context = ref_model, reference_context
         self.pad_token_id = pad_token_id
         self.max_grad_norm, self.max_epochs = max_grad_norm, max_epochs
         self.micro_batch_size, self.train_batch_size = micro_batch_size, train_batch_size
@@ -116,7 +129,17 @@ class PolicyTrainer:
         if not self.params:
             raise ValueError("the policy model has no trainable parameters")
         self.device = self.params[0].device
-        self.optimizer = _adamw(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.optimizer = make_optimizer(self.params, optimizer, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.accelerator = accelerator
+        self.rank, self.world = 0, 1
+        self.wrapped = False  # True when the model sits inside a DDP/FSDP/DeepSpeed wrapper
+        if accelerator is not None:
+            model, self.optimizer = accelerator.prepare(model, self.optimizer)
+            self.params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them
+            self.device = accelerator.device
+            self.rank, self.world = accelerator.process_index, accelerator.num_processes
+            self.wrapped = accelerator.distributed_type != DistributedType.NO
+        self.model = model
         self.schedule_total_steps = total_optimizer_steps
         self.scheduler = cosine_schedule(
             self.optimizer, total_steps=total_optimizer_steps, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio
@@ -201,21 +224,34 @@ class PolicyTrainer:
         """Gradient-free log-probs [N, R] in eval mode, batched by similar length to cut padding."""
         out = torch.zeros(action_mask.shape, dtype=torch.float32)
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]) + len(responses[i]), i))
+        mine = order[self.rank :: self.world]  # strided over the length order: similar work on every rank
+        batches = [mine[i : i + self.forward_batch_size] for i in range(0, len(mine), self.forward_batch_size)]
+        # Sharded weights (FSDP, ZeRO-3) need the same number of forward calls on every rank: pad with a throwaway.
+        rounds = math.ceil(math.ceil(len(order) / self.world) / self.forward_batch_size)
+        batches += [None] * (rounds - len(batches))
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                for start in range(0, len(order), self.forward_batch_size):
-                    rows = order[start : start + self.forward_batch_size]
+                for rows in batches:
+                    keep = rows is not None
+                    rows = rows if keep else order[:1]
                     batch = build_sequences(
                         [prompts[i] for i in rows], [responses[i] for i in rows], pad_token_id=self.pad_token_id
                     ).to(self.device)
                     logprobs, _ = response_logprobs(
-                        model, batch, temperature=self.temperature, chunk_tokens=self.logprob_chunk_tokens
+                        model,
+                        batch,
+                        temperature=self.temperature,
+                        chunk_tokens=self.logprob_chunk_tokens,
+                        through_forward=self.wrapped,
                     )
-                    out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
+                    if keep:
+                        out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
         finally:
             model.train(was_training)
+        if self.world > 1:  # each row was filled on exactly one rank, zeros elsewhere: a sum assembles them
+            out = self.accelerator.reduce(out.to(self.device), reduction="sum").cpu()
         return out
 
     # ------------------------------------------------------------------------------------------------ training
@@ -240,6 +276,10 @@ class PolicyTrainer:
             for first in range(0, len(micro_batches), accumulation):
                 lr = self.optimizer.param_groups[0]["lr"]
                 self._optimizer_step(experience, advantages, micro_batches[first : first + accumulation], totals)
+        if self.world > 1:  # per-rank sums of the micro-batch figures -> run-wide sums
+            keys = ("loss", "policy_loss", "kl_loss", "tokens", "clipped", "entropy", "ratio")
+            local = torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.device)
+            totals.update(zip(keys, self.accelerator.reduce(local, reduction="sum").tolist(), strict=True))
         return self._summary(experience, advantages, totals, lr)
 
     def _optimizer_step(
@@ -251,11 +291,14 @@ class PolicyTrainer:
             "step_sequences": len(rows),
             "step_micro_batches": len(micro_batches),
         }
-        for micro in micro_batches:
-            loss = self._micro_batch_loss(experience, advantages, micro, step_shape, totals)
-            loss.backward()
         max_norm = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        if self.accelerator is None:
+            for micro in micro_batches:
+                loss = self._micro_batch_loss(experience, advantages, micro, step_shape, totals)
+                loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        else:
+            grad_norm = self._distributed_backward(experience, advantages, micro_batches, step_shape, totals, max_norm)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
             self.scheduler.step()
@@ -265,6 +308,37 @@ class PolicyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
         totals["steps"] += 1
+
+    def _distributed_backward(
+        self,
+        experience: Experience,
+        advantages: torch.Tensor,
+        micro_batches: list[list[int]],
+        step_shape: dict[str, int],
+        totals: dict,
+        max_norm: float,
+    ) -> torch.Tensor:
+        """This rank's share of one optimizer step: micro-batches rank, rank + world, ... of the step. The wrapper
+        averages gradients over ranks, so each loss is scaled by the world size to sum, like one process, the shares
+        of all micro-batches. A rank with fewer micro-batches runs a zero-weight one, keeping collectives matched."""
+        accelerator = self.accelerator
+        mine = micro_batches[self.rank :: self.world]
+        rounds = math.ceil(len(micro_batches) / self.world)
+        deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+        for k in range(rounds):
+            last = k == rounds - 1
+            real = k < len(mine)
+            micro = mine[k] if real else micro_batches[0]
+            sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
+            with sync:
+                loss = self._micro_batch_loss(experience, advantages, micro, step_shape, totals if real else {})
+                if deepspeed:  # DeepSpeed steps inside backward() at the boundary; accumulate() sets this flag too
+                    accelerator.gradient_state._set_sync_gradients(last)
+                accelerator.backward(loss * (self.world if real else 0.0))
+        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+        if grad_norm is None:  # DeepSpeed clipped and stepped already; its optimizer.step() is a no-op
+            grad_norm = accelerator.deepspeed_engine_wrapped.get_global_grad_norm() or 0.0
+        return torch.as_tensor(grad_norm, dtype=torch.float32).cpu()
 
     def _micro_batch_loss(
         self,
@@ -291,6 +365,7 @@ class PolicyTrainer:
             temperature=self.temperature,
             chunk_tokens=self.logprob_chunk_tokens,
             with_entropy=True,
+            through_forward=self.wrapped,
         )
         per_token, ratio, clipped = clipped_policy_loss(
             logprobs,
@@ -306,13 +381,16 @@ class PolicyTrainer:
             # the reference's KL loss is a sequence mean of token means, whatever the policy-loss aggregation
             kl_loss = aggregate_loss(kl, mask, mode="seq_mean_token_mean", **step_shape)
             loss = loss + self.kl_coef * kl_loss
-            totals["kl_loss"] += float(kl_loss.detach())
-        totals["loss"] += float(loss.detach())
-        totals["policy_loss"] += float(policy_loss.detach())
-        totals["tokens"] += float(mask.sum())
-        totals["clipped"] += float((clipped & mask).sum())
-        totals["entropy"] += float((entropy * mask).sum())
-        totals["ratio"] += float((ratio.detach() * mask).sum())
+            totals["kl_loss"] = totals.get("kl_loss", 0.0) + float(kl_loss.detach())
+        for key, value in (
+            ("loss", loss.detach()),
+            ("policy_loss", policy_loss.detach()),
+            ("tokens", mask.sum()),
+            ("clipped", (clipped & mask).sum()),
+            ("entropy", (entropy * mask).sum()),
+            ("ratio", (ratio.detach() * mask).sum()),
+        ):
+            totals[key] = totals.get(key, 0.0) + float(value)
         return loss
 
     def _summary(
@@ -380,11 +458,3 @@ class PolicyTrainer:
             group["lr"] = lr  # building the scheduler reset it to the first step's value
         self.generator.set_state(state["generator"])
         self.optimizer_steps = state["optimizer_steps"]
-
-
-def _adamw(params: list[nn.Parameter], **options: Any) -> torch.optim.AdamW:
-    """The fused kernel where the device and dtype have one (5x faster than foreach on CPU), else the default."""
-    try:
-        return torch.optim.AdamW(params, fused=True, **options)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(params, **options)
