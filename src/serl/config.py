@@ -161,6 +161,8 @@ class LogConfig:
     wandb: bool = False
     wandb_project: str = "serl"
     rollout_keep_every: int = 1  # write every k-th group's responses to rollouts/ (1 = all)
+    # keep each step's training batch and, on several processes, every rank's weights at each save under debug/
+    debug_dump: bool = False
 
 
 @dataclass
