@@ -7,13 +7,10 @@ are equivalent when either direction verifies. The relation is symmetric but not
 
 from __future__ import annotations
 
-import cmath
-from dataclasses import dataclass
-
 from math_verify import verify
-from sympy import Derivative, Expr, Integral, Limit, Product, Sum, Symbol, UnevaluatedExpr
 
-from serl.reward.extract import Answer, extract_raw
+from serl.reward.disproof import clear_probe_cache
+from serl.reward.extract import Answer, clear_latex_cache, extract_raw
 from serl.reward.limits import Budget
 from serl.reward.pool import guarded_call
 
@@ -50,69 +47,11 @@ def equivalent_cached(a: Answer, b: Answer, budget: Budget) -> bool:
     return bool(result)
 
 
-@dataclass(frozen=True)
-class NumericSignature:
-    """What math-verify can only match an answer by: a constant's value, or the fact that it is not constant."""
-
-    value: complex | None = None  # a constant expression's value
-    varies: bool = False  # an expression in free symbols that takes two clearly different values
-
-
-# Two points at which a non-constant answer is evaluated (positive, so that roots and logs stay real).
-_PROBES = (0.5772156649, 1.6180339887)
-
-
-def numeric_signature(answer: Answer) -> NumericSignature | None:
-    """The signature of a single plain expression, else None (sets, tuples, relations, matrices, symbols alone,
-    percentages, unevaluated integrals or sums, several matches). No time limit; call it under a Budget.
-
-    For such answers every path of `verify` that can say "equal" (sympy `==`, rounding to 6 decimals,
-    `simplify(a - b) == 0`, `(a - b).evalf() == 0`) needs equal values, and a constant never equals an expression
-    that varies: `certainly_different` relies on exactly that.
-    """
-    if answer.kind != "math":
-        return None
-    expressions = [item for item in answer.parsed if not isinstance(item, str)]
-    if len(expressions) != 1:
-        return None
-    expr = expressions[0]
-    if not isinstance(expr, Expr) or isinstance(expr, Symbol) or (expr.is_Mul and all(a.is_Symbol for a in expr.args)):
-        return None  # math-verify compares a lone symbol (and \\text{…}, a product of symbols) by name
-    if expr.has(UnevaluatedExpr, Integral, Sum, Product, Limit, Derivative):  # percentages are x·Unevaluated(1/100)
-        return None
-    symbols = sorted(expr.free_symbols, key=str)
-    if not symbols:
-        value = complex(expr.evalf(30))
-        return NumericSignature(value=value) if cmath.isfinite(value) else None
-    first, second = (complex(expr.evalf(30, subs=dict.fromkeys(symbols, probe))) for probe in _PROBES)
-    if cmath.isfinite(first) and cmath.isfinite(second) and _far_apart(first, second):
-        return NumericSignature(varies=True)
-    return None
-
-
-def _far_apart(a: complex, b: complex) -> bool:
-    return abs(a - b) > 1e-3 * max(1.0, abs(a), abs(b))
-
-
-def certainly_different(
-    a: Answer, b: Answer, a_signature: NumericSignature | None, b_signature: NumericSignature | None
-) -> bool:
-    """True only where `equivalent_raw(a, b)` is certainly False, so that sympy need not be asked: two constants
-    far apart, or a constant and an expression that varies. Equal matched strings also match in `verify`."""
-    if a_signature is None or b_signature is None:
-        return False
-    a_strings = {item.strip() for item in a.parsed if isinstance(item, str)}
-    if any(item.strip() in a_strings for item in b.parsed if isinstance(item, str)):
-        return False
-    if a_signature.value is not None and b_signature.value is not None:
-        return _far_apart(a_signature.value, b_signature.value)
-    return (a_signature.value is not None and b_signature.varies) or (
-        b_signature.value is not None and a_signature.varies
-    )
-
-
 def clear_equivalence_cache() -> None:
+    """Forget every cross-call memo: equivalence results, probe values and parsed LaTeX."""
     _CACHE.clear()
+    clear_probe_cache()
+    clear_latex_cache()
 
 
 def is_equivalent(a: Answer | str | None, b: Answer | str | None, *, timeout_s: float = 5.0) -> bool:

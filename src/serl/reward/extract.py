@@ -15,9 +15,10 @@ import logging
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
+import math_verify.parser
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 from sympy import srepr
 
@@ -38,6 +39,29 @@ class _DropTimeoutNotice(logging.Filter):
 
 for _logger_name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_logger_name).addFilter(_DropTimeoutNotice())
+
+
+# math-verify memoises LaTeX → sympy in a 20-entry cache; answers recur across the groups of a rollout ("2",
+# "\\frac{1}{2}"), so keep more. The parse is a pure function of the string and sympy objects are immutable, so
+# this changes no result. Long strings (a runaway response) are parsed uncached so they cannot hog memory.
+_parse_latex_uncached = math_verify.parser.parse_latex_cached.__wrapped__
+_LATEX_CACHE_MAX_CHARS = 1000
+
+
+@lru_cache(maxsize=8192)
+def _parse_latex_short(latex: str) -> Any:
+    return _parse_latex_uncached(latex)
+
+
+def _parse_latex(latex: str) -> Any:
+    return _parse_latex_short(latex) if len(latex) <= _LATEX_CACHE_MAX_CHARS else _parse_latex_uncached(latex)
+
+
+math_verify.parser.parse_latex_cached = _parse_latex
+
+
+def clear_latex_cache() -> None:
+    _parse_latex_short.cache_clear()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ going to the lowest index; a response earns 1.0 when it is equivalent to the win
 Two ways to compute it, with identical results:
 - `reference`: the reference's own loop, which re-extracts both texts and runs math-verify for every pair.
 - `fast`: extracts each text once, groups answers with the same canonical form (whose checks all come out the same),
-  skips sympy where the values alone settle it (two constants far apart, or a constant and a varying expression:
-  `certainly_different`), checks one representative per remaining pair of forms with a cross-group memo, and expands
-  the result to the full matrix.
+  skips sympy for pairs that cheap value and structure checks prove different (`serl.reward.disproof`: values at
+  probe points, interval ends, set members, element counts), checks one representative per remaining pair of forms
+  with a cross-group memo, and expands the result to the full matrix.
 
 Degenerate groups (no two responses agree: all distinct, all without an answer, or a single response): the reference
 gives a one-hot reward on response 0. `no_majority="zero"` (default) gives every response 0.0 instead and reports no
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
-from serl.reward.equivalence import certainly_different, equivalent_cached, numeric_signature, verify_one_way
+from serl.reward.disproof import certainly_different
+from serl.reward.equivalence import equivalent_cached, verify_one_way
 from serl.reward.extract import Answer, check_extractor, extract_raw
 from serl.reward.limits import BUDGET_FACTOR, Budget, can_interrupt
 from serl.reward.pool import default_num_workers, hard_limit, map_isolated, run_isolated
@@ -165,12 +166,11 @@ def _equivalence_fast(texts: list[str], extractor: str, budget: Budget) -> tuple
         # Identical parses give identical checks, so one self-check decides every pair inside the cluster.
         if len(cluster) > 1 and equivalent_cached(representative, representative, budget):  # type: ignore[arg-type]
             _link(eq, cluster, cluster)
-    # Two constants far apart, or a constant and a varying expression, cannot match: no sympy for them.
-    signatures = [budget.run(numeric_signature, answers[cluster[0]], default=None) for cluster in members]
     for c, cluster in enumerate(members):
         for d in range(c + 1, len(members)):
             a, b = answers[cluster[0]], answers[members[d][0]]
-            if certainly_different(a, b, signatures[c], signatures[d]):  # type: ignore[arg-type]
+            # Pairs that cheap value and structure checks prove different need no sympy (serl.reward.disproof).
+            if budget.run(certainly_different, a, b, default=False):
                 continue
             if equivalent_cached(a, b, budget):  # type: ignore[arg-type]
                 _link(eq, cluster, members[d])
