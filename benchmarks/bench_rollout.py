@@ -2,37 +2,46 @@
 
     .venv/bin/python benchmarks/bench_rollout.py                # 64 prompts x 4 samples x 128 new tokens, sampling
     .venv/bin/python benchmarks/bench_rollout.py --variant kv_cache=dynamic --variant max_batch_size=64
+    .venv/bin/python benchmarks/bench_rollout.py --no-baseline --variant hf.SHARE_PREFILL=0 --variant dtype=bfloat16
+
+A variant is comma-separated HFEngine settings (`dtype=bfloat16,num_threads=1`) and `hf.NAME=value` switches of
+`serl.rollout.hf` (BUCKET_BY_LENGTH, SHARE_PREFILL, DROP_FRACTION; 0 turns a switch off, DROP_FRACTION=2 never drops).
 
 Both sides sample at temperature 1 (no top-k/top-p) with the same rows per batch; tokens are counted up to and
 including the EOS. The ceiling is the measured fp32 matmul rate (2048^3, the same threads) divided by the FLOPs of
-one decoded token (2 x parameters + attention over the mean context). The last line printed is one JSON object.
+one decoded token (2 x parameters + attention over the mean context); `ceiling_bf16_tok_s` does the same with the
+bf16 matmul rate, the ceiling of a `--dtype bfloat16` engine. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from serl.data import load_problems
 from serl.models import load_policy
-from serl.rollout import SamplingParams, format_prompt
+from serl.rollout import SamplingParams, format_prompt, hf
 from serl.rollout.hf import HFEngine
 
 SEED_SET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "math" / "seed_math_train_500.jsonl"
 
 
-def matmul_gflops(size: int = 2048, seconds: float = 2.0) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+    """GFLOP per wall second and per second of this process's CPU time."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
-    reps, start = 0, time.perf_counter()
+    reps, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         a @ b
         reps += 1
-    return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+    flops = 2 * size**3 * reps / 1e9
+    return flops / (time.perf_counter() - start), flops / (time.process_time() - cpu)
 
 
 def flops_per_token(model: torch.nn.Module, mean_context: float) -> float:
@@ -73,9 +82,34 @@ def run_engine(engine: HFEngine, prompts: list[str], samples: int, new_tokens: i
     return sum(len(c.response_ids) for c in engine.generate(prompts, params, n=samples))
 
 
+def engine_dtype(engine: HFEngine) -> torch.dtype:
+    return next(engine.runner.parameters()).dtype
+
+
 def parse_variant(text: str) -> dict:
     key, _, value = text.partition("=")
-    return {key: None if value == "none" else int(value) if value.isdigit() else value}
+    return {key: None if value == "none" else float(value) if is_number(value) else value}
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def patched(switches: dict) -> Iterator[None]:
+    """Set `serl.rollout.hf` module switches (e.g. SHARE_PREFILL=0) for one run, then restore them."""
+    saved = {name: getattr(hf, name) for name in switches}
+    for name, value in switches.items():
+        setattr(hf, name, type(saved[name])(value))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(hf, name, value)
 
 
 def main() -> None:
@@ -90,6 +124,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="engine variants only")
     parser.add_argument("--variant", action="append", default=[], help="extra HFEngine setting, e.g. kv_cache=dynamic")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default=None, help="engine rollout dtype, e.g. bfloat16")
     args = parser.parse_args()
 
     if args.threads:
@@ -100,9 +135,18 @@ def main() -> None:
     problems = [p.prompt for p in load_problems(source, "problem", "answer", max_samples=args.prompts)]
     prompts = [format_prompt(tokenizer, problem, args.format) for problem in problems]
     prompt_lens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    engines = {"engine": HFEngine(model, tokenizer, max_batch_size=args.rows)}
+    engines = {"engine": HFEngine(model, tokenizer, max_batch_size=args.rows, dtype=args.dtype)}
+    switches = {}  # variant -> serl.rollout.hf module switches, e.g. --variant hf.SHARE_PREFILL=0
     for text in args.variant:
-        engines[text] = HFEngine(model, tokenizer, **{"max_batch_size": args.rows, **parse_variant(text)})
+        settings = {}
+        for part in text.split(","):
+            setting = parse_variant(part)
+            key = next(iter(setting))
+            if key.startswith("hf."):
+                switches.setdefault(text, {})[key[3:]] = setting[key]
+            else:
+                settings[key] = int(setting[key]) if isinstance(setting[key], float) else setting[key]
+        engines[text] = HFEngine(model, tokenizer, **{"max_batch_size": args.rows, **settings})
 
     runs = {}
     if not args.no_baseline:
@@ -110,24 +154,40 @@ def main() -> None:
             model, tokenizer, prompts, args.samples, args.new_tokens, args.rows, seed
         )
     for name, engine in engines.items():
-        runs[name] = lambda seed, engine=engine: run_engine(engine, prompts, args.samples, args.new_tokens, seed)
 
-    gflops = [matmul_gflops()]
-    totals = {name: [0, 0.0] for name in runs}  # name -> [tokens, seconds], summed over rounds
+        def run(seed: int, engine: HFEngine = engine, name: str = name) -> int:
+            with patched(switches.get(name, {})):
+                return run_engine(engine, prompts, args.samples, args.new_tokens, seed)
+
+        runs[name] = run
+
+    gflops, gflops_bf16 = [matmul_gflops()], [matmul_gflops(dtype=torch.bfloat16)]
+    totals = {name: [0, 0.0, 0.0] for name in runs}  # name -> [tokens, wall s, cpu s], summed over rounds
     for round_index in range(args.rounds):
         for name, run in runs.items():  # interleaved, so a noisy neighbour hits every side alike
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             tokens = run(args.seed + round_index)
-            seconds = time.perf_counter() - start
-            totals[name][0] += tokens
-            totals[name][1] += seconds
-            print(f"round {round_index} {name}: {tokens} tokens in {seconds:.1f}s = {tokens / seconds:.1f} tok/s")
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            for k, value in enumerate((tokens, seconds, cpu)):
+                totals[name][k] += value
+            print(
+                f"round {round_index} {name}: {tokens} tokens in {seconds:.1f}s ({cpu:.1f} cpu-s) = "
+                f"{tokens / seconds:.1f} tok/s",
+                flush=True,
+            )
     gflops.append(matmul_gflops())
+    gflops_bf16.append(matmul_gflops(dtype=torch.bfloat16))
 
-    rates = {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
+    rates = {name: tokens / seconds for name, (tokens, seconds, _) in totals.items()}
+    cpu_rates = {name: tokens / cpu for name, (tokens, _, cpu) in totals.items()}
     mean_context = sum(prompt_lens) / len(prompt_lens) + args.new_tokens / 2
     per_token = flops_per_token(model, mean_context)
-    ceiling = sum(gflops) / len(gflops) * 1e9 / per_token
+
+    def ceiling_of(measured: list[tuple[float, float]], kind: int) -> float:
+        return sum(m[kind] for m in measured) / len(measured) * 1e9 / per_token
+
+    ceiling, ceiling_bf16 = ceiling_of(gflops, 0), ceiling_of(gflops_bf16, 0)
+    baseline_cpu = cpu_rates.get("baseline")
     baseline = rates.get("baseline")
     result = {
         "baseline_tok_s": round(baseline, 1) if baseline else None,
@@ -135,10 +195,22 @@ def main() -> None:
         "speedup": round(rates["engine"] / baseline, 2) if baseline else None,
         "ceiling_tok_s": round(ceiling, 1),
         "engine_over_ceiling": round(rates["engine"] / ceiling, 2),
-        "matmul_gflops": [round(g, 1) for g in gflops],
+        "ceiling_bf16_tok_s": round(ceiling_bf16, 1),
+        "engine_over_ceiling_bf16": round(rates["engine"] / ceiling_bf16, 2),
+        "engine_dtype": str(engine_dtype(engines["engine"])),
+        # per second of this process's CPU time: what other jobs on shared cores do not distort
+        "engine_tok_per_cpu_s": round(cpu_rates["engine"], 1),
+        "speedup_cpu": round(cpu_rates["engine"] / baseline_cpu, 2) if baseline_cpu else None,
+        "engine_over_ceiling_cpu": round(cpu_rates["engine"] / ceiling_of(gflops, 1), 2),
+        "engine_over_ceiling_bf16_cpu": round(cpu_rates["engine"] / ceiling_of(gflops_bf16, 1), 2),
+        "matmul_gflops": [round(g[0], 1) for g in gflops],
+        "matmul_bf16_gflops": [round(g[0], 1) for g in gflops_bf16],
         "gflop_per_token": round(per_token / 1e9, 3),
-        "tokens": {name: int(tokens) for name, (tokens, _) in totals.items()},
+        "tokens": {name: int(tokens) for name, (tokens, _, _) in totals.items()},
         "variants_tok_s": {name: round(rate, 1) for name, rate in rates.items() if name not in ("baseline", "engine")},
+        "variants_tok_per_cpu_s": {
+            name: round(rate, 1) for name, rate in cpu_rates.items() if name not in ("baseline", "engine")
+        },
         "threads": torch.get_num_threads(),
         "rows": args.rows,
         "config": f"{args.prompts}x{args.samples}x{args.new_tokens} {args.format}",

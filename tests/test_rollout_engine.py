@@ -179,3 +179,26 @@ def test_dynamic_cache_decoder_agrees_with_the_static_one(policy):
     logprobs_a = torch.tensor([lp for c in a for lp in c.logprobs])
     logprobs_b = torch.tensor([lp for c in b for lp in c.logprobs])
     assert torch.allclose(logprobs_a, logprobs_b, atol=1e-3)
+
+
+def test_bf16_engine_is_seeded_and_update_weights_refreshes_its_copy(policy):
+    model, tokenizer = policy
+    trained = copy.deepcopy(model)  # stands for the trainer's fp32 policy, updated in place between rollouts
+    engine = make_engine("hf", trained, tokenizer, dtype="bfloat16")
+    assert next(engine.runner.parameters()).dtype == torch.bfloat16
+    assert next(trained.parameters()).dtype == torch.float32  # the trainer's model is not converted
+    first = engine.generate(PROMPTS[:2], sampled(seed=7), n=2)
+    again = engine.generate(PROMPTS[:2], sampled(seed=7), n=2)
+    other = engine.generate(PROMPTS[:2], sampled(seed=8), n=2)
+    assert [c.response_ids for c in first] == [c.response_ids for c in again]
+    assert [c.response_ids for c in first] != [c.response_ids for c in other]
+
+    before = [c.response_ids for c in engine.generate(PROMPTS[:2], greedy())]
+    with torch.no_grad():
+        trained.model.norm.weight.mul_(-1.0)
+    stale = [c.response_ids for c in engine.generate(PROMPTS[:2], greedy())]
+    assert stale == before  # the bf16 copy only changes when synced
+    engine.update_weights(trained)  # the engine's own model object: its converted copy is refreshed
+    assert torch.equal(engine.runner.model.norm.weight, trained.model.norm.weight.to(torch.bfloat16))
+    after = [c.response_ids for c in engine.generate(PROMPTS[:2], greedy())]
+    assert after != before

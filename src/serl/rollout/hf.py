@@ -25,6 +25,9 @@ KVCache = Literal["auto", "static", "dynamic"]
 MAX_BATCH_ROWS = {"cpu": 256, "cuda": 1024}  # upper bound when the engine picks the batch size itself
 KV_BUDGET_BYTES = {"cpu": 4 << 30, "cuda": 8 << 30}  # KV cache one batch may allocate when the engine picks
 DROP_FRACTION = 0.125  # compact the batch once this share of its rows has finished
+# Switches for benchmarks/bench_rollout.py's ablation (docs/benchmarks.md); always on in normal use.
+BUCKET_BY_LENGTH = True
+SHARE_PREFILL = True
 
 
 @dataclass
@@ -111,7 +114,7 @@ class HFEngine:
         generator = torch.Generator(device=self.device).manual_seed(seed)
 
         # Length bucketing: similar prompt lengths share a batch, so little compute goes to padding.
-        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) if BUCKET_BY_LENGTH else 0)
         rows = [_Row(i, s, prompt_ids[i]) for i in order for s in range(n)]
         show = self.progress if progress is None else progress
         with (
@@ -166,7 +169,7 @@ class HFEngine:
         # Rows arrive grouped by prompt: prefill each prompt once, then copy its cache to its samples.
         prompts, copies = [], []
         for b, row in enumerate(rows):
-            if b and row.prompt_index == rows[b - 1].prompt_index:
+            if b and row.prompt_index == rows[b - 1].prompt_index and SHARE_PREFILL:
                 copies[-1] += 1
             else:
                 prompts.append(row.prompt_ids)
