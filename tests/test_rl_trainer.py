@@ -291,3 +291,35 @@ def test_experiences_from_two_rollouts_train_together():
     assert batch.action_mask.shape == (8, 8)
     metrics = trainer.train(batch)
     assert metrics["optimizer_steps"] == 1 and torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+@pytest.mark.parametrize("train_batch_size", [8, 4])  # one optimizer step (detached forward) | two (scored first)
+def test_deferred_old_logprobs_give_the_same_updates(train_batch_size):
+    model = tiny_llama()
+    runs = {}
+    for defer in (False, True):
+        trainer = make_trainer(copy.deepcopy(model), train_batch_size=train_batch_size, defer_old_logprobs=defer)
+        grads = grads_at_step(trainer)
+        experience = trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4)
+        assert (experience.old_logprobs is None) == defer
+        runs[defer] = (trainer.train(experience), grads)
+    (eager, eager_grads), (deferred, deferred_grads) = runs[False], runs[True]
+    assert len(eager_grads) == len(deferred_grads) == 8 // train_batch_size
+    for step_eager, step_deferred in zip(eager_grads, deferred_grads, strict=True):
+        for a, b in zip(step_eager, step_deferred, strict=True):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    assert deferred["ratio"] == pytest.approx(eager["ratio"], abs=1e-5)
+    assert deferred["loss"] == pytest.approx(eager["loss"], abs=1e-6)
+
+
+def test_deferred_old_logprobs_refuse_a_stale_experience_and_need_kl_coef_zero():
+    trainer = make_trainer(tiny_llama(), defer_old_logprobs=True)
+    stale = trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4)
+    trainer.train(trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4))
+    with pytest.raises(ValueError, match="deferred old log-probs"):
+        trainer.train(stale)
+    fresh = trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4)
+    with pytest.raises(ValueError, match="different policies"):
+        Experience.concat([stale, fresh])
+    with_kl = make_trainer(tiny_llama(), ref=tiny_llama(1), kl_coef=0.1, defer_old_logprobs=True)
+    assert with_kl.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4).old_logprobs is not None

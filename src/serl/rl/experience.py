@@ -19,7 +19,7 @@ class Experience:
     prompt_ids: list[list[int]]
     response_ids: list[list[int]]
     action_mask: torch.Tensor  # [N, R] bool
-    old_logprobs: torch.Tensor  # [N, R] policy log-probs at rollout time
+    old_logprobs: torch.Tensor | None  # [N, R] policy log-probs at rollout time; None: deferred to training
     ref_logprobs: torch.Tensor | None  # [N, R] kept only when KL is a loss term
     kl: torch.Tensor  # [N, R] per-token KL estimate old vs reference (zeros without a reference)
     advantages: torch.Tensor  # [N, R]
@@ -27,6 +27,7 @@ class Experience:
     returns: torch.Tensor  # [N] Σ_t of the per-token rewards
     group_size: int
     whiten_pending: bool = False  # advantages still to be whitened over the training batch (whiten_scope="train")
+    policy_version: int | None = None  # with deferred old log-probs: the trainer's optimizer steps at rollout time
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -44,7 +45,7 @@ class Experience:
             prompt_ids=[self.prompt_ids[i] for i in picked],
             response_ids=[self.response_ids[i] for i in picked],
             action_mask=self.action_mask[index],
-            old_logprobs=self.old_logprobs[index],
+            old_logprobs=None if self.old_logprobs is None else self.old_logprobs[index],
             ref_logprobs=None if self.ref_logprobs is None else self.ref_logprobs[index],
             kl=self.kl[index],
             advantages=self.advantages[index],
@@ -73,6 +74,11 @@ class Experience:
                 raise ValueError("cannot concatenate experiences with different group_size or whiten_pending")
             if (exp.ref_logprobs is None) != (first.ref_logprobs is None):
                 raise ValueError("cannot concatenate experiences with and without reference log-probs")
+            if (exp.old_logprobs is None) != (first.old_logprobs is None) or exp.policy_version != first.policy_version:
+                raise ValueError(
+                    "cannot concatenate experiences with deferred old log-probs made under different policies "
+                    "(groups carried over an update need old log-probs scored at rollout time)"
+                )
         width = max(exp.action_mask.shape[1] for exp in experiences)
 
         def cat(name: str) -> torch.Tensor:
@@ -82,7 +88,7 @@ class Experience:
             prompt_ids=[ids for exp in experiences for ids in exp.prompt_ids],
             response_ids=[ids for exp in experiences for ids in exp.response_ids],
             action_mask=cat("action_mask"),
-            old_logprobs=cat("old_logprobs"),
+            old_logprobs=None if first.old_logprobs is None else cat("old_logprobs"),
             ref_logprobs=None if first.ref_logprobs is None else cat("ref_logprobs"),
             kl=cat("kl"),
             advantages=cat("advantages"),
@@ -90,4 +96,5 @@ class Experience:
             returns=torch.cat([exp.returns for exp in experiences]),
             group_size=first.group_size,
             whiten_pending=first.whiten_pending,
+            policy_version=first.policy_version,
         )

@@ -15,6 +15,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -86,6 +87,7 @@ class PolicyTrainer:
         logprob_chunk_tokens: int = 256,
         optimizer: str = "adamw",
         accelerator: Any | None = None,
+        defer_old_logprobs: bool = False,
     ) -> None:
         """``ref_model`` None with ``kl_coef`` > 0 needs ``reference_context``: a factory of a context inside which
         ``model`` itself is the reference (e.g. a PEFT model's ``disable_adapter``). ``kl_coef`` = 0 skips the
@@ -95,7 +97,13 @@ class PolicyTrainer:
         ``accelerator`` (an ``accelerate.Accelerator``, None for a plain single process): the model and optimizer are
         prepared by it (DDP, FSDP or DeepSpeed per the launch config). Every rank then receives the same experience;
         log-prob passes split its rows over the ranks, and each optimizer step's micro-batches are dealt out to the
-        ranks, so the update equals a single process's on the same batch (``train_batch_size`` stays global)."""
+        ranks, so the update equals a single process's on the same batch (``train_batch_size`` stays global).
+
+        ``defer_old_logprobs``: with ``kl_coef`` = 0 nothing needs the rollout policy's log-probs before training, so
+        make_experience skips that forward. train() then takes them from the update's own forward, detached (ratio
+        1: the same loss and gradient), when one optimizer step of one epoch covers the batch, and otherwise scores
+        them before its first update. Exact only while the weights are those of the rollout: train() refuses an
+        experience made before an earlier update, so leave it off where groups carry over to later steps."""
         check_estimator(advantage_estimator)
         if kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"unknown kl estimator {kl_estimator!r}; use k1, k2 or k3")
@@ -124,6 +132,7 @@ class PolicyTrainer:
         self.eps_clip_low, self.eps_clip_high = eps_clip_low, eps_clip_high
         self.whiten_scope, self.advantage_std_norm, self.rloo_whiten = whiten_scope, advantage_std_norm, rloo_whiten
         self.loss_agg = loss_agg
+        self.defer_old_logprobs = defer_old_logprobs
 
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -175,8 +184,9 @@ class PolicyTrainer:
         lengths = torch.tensor([len(r) for r in responses])
         action_mask = torch.arange(int(lengths.max())) < lengths[:, None]
 
-        old_logprobs = self._forward_logprobs(self.model, prompts, responses, action_mask)
-        ref_logprobs, kl = None, torch.zeros_like(old_logprobs)
+        deferred = self.defer_old_logprobs and self.kl_coef <= 0
+        old_logprobs = None if deferred else self._forward_logprobs(self.model, prompts, responses, action_mask)
+        ref_logprobs, kl = None, torch.zeros(action_mask.shape, dtype=torch.float32)
         if self.kl_coef > 0:
             with self._reference_model() as reference:
                 ref_logprobs = self._forward_logprobs(reference, prompts, responses, action_mask)
@@ -207,6 +217,7 @@ class PolicyTrainer:
             returns=returns,
             group_size=group_size,
             whiten_pending=whitens and self.whiten_scope == "train",
+            policy_version=self.optimizer_steps if deferred else None,
         )
 
     @contextlib.contextmanager
@@ -263,6 +274,7 @@ class PolicyTrainer:
             raise ValueError("cannot train on an empty experience")
         if self.use_kl_loss and self.kl_coef > 0 and experience.ref_logprobs is None:
             raise ValueError("use_kl_loss needs an experience made by a trainer with use_kl_loss (reference log-probs)")
+        experience = self._with_old_logprobs(experience)
         advantages = experience.advantages
         if experience.whiten_pending:
             advantages = masked_whiten(advantages, experience.action_mask, std_norm=self.advantage_std_norm)
@@ -281,6 +293,21 @@ class PolicyTrainer:
             local = torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.device)
             totals.update(zip(keys, self.accelerator.reduce(local, reduction="sum").tolist(), strict=True))
         return self._summary(experience, advantages, totals, lr)
+
+    def _with_old_logprobs(self, experience: Experience) -> Experience:
+        """Score deferred old log-probs now, unless one optimizer step of one epoch covers the batch: then every
+        micro-batch sees the rollout weights and its own detached forward gives them (see defer_old_logprobs)."""
+        if experience.old_logprobs is not None:
+            return experience
+        if experience.policy_version != self.optimizer_steps:
+            raise ValueError(
+                f"experience with deferred old log-probs was made at optimizer step {experience.policy_version}, the "
+                f"policy is now at {self.optimizer_steps}: use defer_old_logprobs=False when groups carry over"
+            )
+        if self.max_epochs == 1 and len(experience) <= self.train_batch_size:
+            return experience
+        old = self._forward_logprobs(self.model, experience.prompt_ids, experience.response_ids, experience.action_mask)
+        return replace(experience, old_logprobs=old)
 
     def _optimizer_step(
         self, experience: Experience, advantages: torch.Tensor, micro_batches: list[list[int]], totals: dict
@@ -367,9 +394,11 @@ class PolicyTrainer:
             with_entropy=True,
             through_forward=self.wrapped,
         )
+        # deferred old log-probs (one on-policy update): same weights as the rollout, so the detached forward is exact
+        old = logprobs.detach() if experience.old_logprobs is None else take(experience.old_logprobs)
         per_token, ratio, clipped = clipped_policy_loss(
             logprobs,
-            take(experience.old_logprobs),
+            old,
             take(advantages),
             eps_clip_low=self.eps_clip_low,
             eps_clip_high=self.eps_clip_high,
