@@ -211,10 +211,32 @@ CONSTANTS = [
     "$2x$",
     r"$\frac{y}{y}$",
 ]
+# Sets, intervals, tuples and relations around the same values, for the set and relation rules of the disproof.
+STRUCTURES = [
+    "$(1, 2)$",
+    "$[1, 2]$",
+    "$(1, 2]$",
+    r"$\{1, 2\}$",
+    r"$\{2, 1\}$",
+    "$1, 2$",
+    r"$(1, 2) \cup (2, 3)$",
+    r"$(1, 3)$",
+    r"$[1, \infty)$",
+    r"$(-\infty, 1]$",
+    r"$\{1\}$",
+    "$x = 1$",
+    "$1 = x$",
+    "$x > 1$",
+    "$1 < x < 2$",
+    "$y = 2x + 1$",
+    "$2x + 1$",
+    r"$1 \pm \sqrt{2}$",
+    r"$\{x, 1\}$",
+]
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.sampled_from(CONSTANTS), st.sampled_from(CONSTANTS))
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(CONSTANTS + STRUCTURES), st.sampled_from(CONSTANTS + STRUCTURES))
 def test_the_disproof_never_hides_a_match(a_text: str, b_text: str) -> None:
     a, b = extract_raw(a_text), extract_raw(b_text)
     assert a is not None and b is not None
@@ -244,3 +266,9 @@ def test_the_disproof_settles_plain_values_and_leaves_the_rest_to_math_verify() 
         ("$x$", "$x$"),
     ]:
         assert not different(a_text, b_text), (a_text, b_text)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from([*STRUCTURES, "$1$", "$2$", "$0.5$"]), min_size=2, max_size=6))
+def test_fast_equals_reference_on_sets_intervals_and_relations(group: list[str]) -> None:
+    _assert_fast_equals_reference(group, "zero", cold_cache=True)
