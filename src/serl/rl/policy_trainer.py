@@ -29,10 +29,11 @@ except ImportError:  # accelerate is only needed for multi-process runs
 from serl.rl.advantages import check_estimator, compute_advantages, estimator_whitens
 from serl.rl.experience import Experience
 from serl.rl.kl import kl_estimate
-from serl.rl.logprobs import response_logprobs
+from serl.rl.logprobs import plain_output_weight, response_logprobs
 from serl.rl.loss import LOSS_AGGREGATIONS, aggregate_loss, clipped_policy_loss
 from serl.rl.masked import masked_mean, masked_whiten
 from serl.rl.optim import make_optimizer
+from serl.rl.prefix import shared_prompt_logprobs
 from serl.rl.schedule import cosine_schedule
 from serl.rl.sequences import build_sequences
 
@@ -88,6 +89,7 @@ class PolicyTrainer:
         optimizer: str = "adamw",
         accelerator: Any | None = None,
         defer_old_logprobs: bool = False,
+        share_prompts: bool = True,
     ) -> None:
         """``ref_model`` None with ``kl_coef`` > 0 needs ``reference_context``: a factory of a context inside which
         ``model`` itself is the reference (e.g. a PEFT model's ``disable_adapter``). ``kl_coef`` = 0 skips the
@@ -103,7 +105,11 @@ class PolicyTrainer:
         make_experience skips that forward. train() then takes them from the update's own forward, detached (ratio
         1: the same loss and gradient), when one optimizer step of one epoch covers the batch, and otherwise scores
         them before its first update. Exact only while the weights are those of the rollout: train() refuses an
-        experience made before an earlier update, so leave it off where groups carry over to later steps."""
+        experience made before an earlier update, so leave it off where groups carry over to later steps.
+
+        ``share_prompts``: a micro-batch's rows that share a prompt run it through the decoder once
+        (`serl.rl.prefix`; same loss and gradient). Where micro-batch composition cannot change the update (one
+        optimizer step per epoch and a loss that is not a per-micro-batch mean) micro-batches take whole groups."""
         check_estimator(advantage_estimator)
         if kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"unknown kl estimator {kl_estimator!r}; use k1, k2 or k3")
@@ -133,6 +139,7 @@ class PolicyTrainer:
         self.whiten_scope, self.advantage_std_norm, self.rloo_whiten = whiten_scope, advantage_std_norm, rloo_whiten
         self.loss_agg = loss_agg
         self.defer_old_logprobs = defer_old_logprobs
+        self.share_prompts = share_prompts
 
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -141,13 +148,15 @@ class PolicyTrainer:
         self.optimizer = make_optimizer(self.params, optimizer, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.accelerator = accelerator
         self.rank, self.world = 0, 1
-        self.wrapped = False  # True when the model sits inside a DDP/FSDP/DeepSpeed wrapper
+        # log-probs through the model's own forward: needed inside a DDP/FSDP/DeepSpeed wrapper
+        # (set from the accelerator)
+        self.through_forward = False
         if accelerator is not None:
             model, self.optimizer = accelerator.prepare(model, self.optimizer)
             self.params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them
             self.device = accelerator.device
             self.rank, self.world = accelerator.process_index, accelerator.num_processes
-            self.wrapped = accelerator.distributed_type != DistributedType.NO
+            self.through_forward = accelerator.distributed_type != DistributedType.NO
         self.model = model
         self.schedule_total_steps = total_optimizer_steps
         self.scheduler = cosine_schedule(
@@ -255,7 +264,7 @@ class PolicyTrainer:
                         batch,
                         temperature=self.temperature,
                         chunk_tokens=self.logprob_chunk_tokens,
-                        through_forward=self.wrapped,
+                        through_forward=self.through_forward,
                     )
                     if keep:
                         out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
@@ -283,7 +292,7 @@ class PolicyTrainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
         for _ in range(self.max_epochs):
-            order = torch.randperm(len(experience), generator=self.generator).tolist()
+            order = self._epoch_order(experience)
             micro_batches = [order[i : i + self.micro_batch_size] for i in range(0, len(order), self.micro_batch_size)]
             for first in range(0, len(micro_batches), accumulation):
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -293,6 +302,25 @@ class PolicyTrainer:
             local = torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.device)
             totals.update(zip(keys, self.accelerator.reduce(local, reduction="sum").tolist(), strict=True))
         return self._summary(experience, advantages, totals, lr)
+
+    def _epoch_order(self, experience: Experience) -> list[int]:
+        """Rows in a random order; whole groups in a random order where micro-batch composition cannot change the
+        update, so that the rows of a micro-batch share prompts (see share_prompts)."""
+        n = experience.group_size
+        one_step = len(experience) <= self.train_batch_size
+        invariant = self.loss_agg != "token_mean_micro" or len(experience) <= self.micro_batch_size
+        if not (self.share_prompts and one_step and invariant and n > 1):
+            return torch.randperm(len(experience), generator=self.generator).tolist()
+        groups = torch.randperm(experience.num_groups, generator=self.generator).tolist()
+        return [g * n + k for g in groups for k in range(n)]
+
+    def _prompt_sharing_weight(self, prompts: list[list[int]]) -> torch.Tensor | None:
+        """The output projection when these rows repeat a prompt and the shared-prompt pass applies, else None."""
+        if not self.share_prompts or self.through_forward or len({tuple(p) for p in prompts}) == len(prompts):
+            return None
+        if any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules()):
+            return None  # checkpointed layers run without a KV cache
+        return plain_output_weight(self.model)
 
     def _with_old_logprobs(self, experience: Experience) -> Experience:
         """Score deferred old log-probs now, unless one optimizer step of one epoch covers the batch: then every
@@ -375,25 +403,22 @@ class PolicyTrainer:
         step_shape: dict[str, int],
         totals: dict,
     ) -> torch.Tensor:
-        batch = build_sequences(
-            [experience.prompt_ids[i] for i in rows],
-            [experience.response_ids[i] for i in rows],
-            pad_token_id=self.pad_token_id,
-        ).to(self.device)
-        width, mask = batch.response_width, batch.action_mask
-        index = torch.tensor(rows)
+        prompts, responses = [experience.prompt_ids[i] for i in rows], [experience.response_ids[i] for i in rows]
+        options = {"temperature": self.temperature, "chunk_tokens": self.logprob_chunk_tokens, "with_entropy": True}
+        weight = self._prompt_sharing_weight(prompts)
+        if weight is not None:
+            logprobs, entropy, mask = shared_prompt_logprobs(
+                self.model, weight, prompts, responses, pad_token_id=self.pad_token_id, **options
+            )
+        else:
+            batch = build_sequences(prompts, responses, pad_token_id=self.pad_token_id).to(self.device)
+            logprobs, entropy = response_logprobs(self.model, batch, through_forward=self.through_forward, **options)
+            mask = batch.action_mask
+        width, index = mask.shape[1], torch.tensor(rows)
 
         def take(values: torch.Tensor) -> torch.Tensor:
             return values[index, :width].to(self.device)
 
-        logprobs, entropy = response_logprobs(
-            self.model,
-            batch,
-            temperature=self.temperature,
-            chunk_tokens=self.logprob_chunk_tokens,
-            with_entropy=True,
-            through_forward=self.wrapped,
-        )
         # deferred old log-probs (one on-policy update): same weights as the rollout, so the detached forward is exact
         old = logprobs.detach() if experience.old_logprobs is None else take(experience.old_logprobs)
         per_token, ratio, clipped = clipped_policy_loss(
