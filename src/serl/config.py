@@ -139,6 +139,10 @@ class TrainConfig:
     # adamw (torch, fused where it can) | adamw_8bit (bitsandbytes, GPU only). Optimizer-state offload to CPU is a
     # DeepSpeed setting: launch with configs/accelerate/gpu_zero3_offload.yaml.
     optimizer: str = "adamw"
+    # rows of a micro-batch that share a prompt (a group's samples) run it through the decoder once; same update.
+    # Micro-batches then take whole groups where that cannot change the update (one step per epoch, loss_agg
+    # not token_mean_micro). False: the padded [prompt | response] batch of every row, as before.
+    share_prompts: bool = True
 
 
 @dataclass
