@@ -49,7 +49,9 @@ def trl_run(python: str, model_dir: str, steps: int, workdir: Path) -> dict:
     return result
 
 
-def serl_overrides(data: Path, steps: int, micro_batch: int, rollout_dtype: str | None, defer: bool) -> list[str]:
+def serl_overrides(
+    data: Path, steps: int, micro_batch: int, rollout_dtype: str | None, defer: bool, share: bool
+) -> list[str]:
     """The anchor's job as serl config: sizes, reward, optimizer and sampling as in trl_grpo_cpu.py."""
     return [
         "train.mode=gt",
@@ -86,6 +88,7 @@ def serl_overrides(data: Path, steps: int, micro_batch: int, rollout_dtype: str 
         # `expire` lets the trainer skip the old-log-prob forward (nothing carries over); with `keep` it scores
         # them at rollout time. Every group passes and a step needs exactly 8, so nothing is carried either way.
         f"train.carryover={'expire' if defer else 'keep'}",
+        f"train.share_prompts={str(share).lower()}",
         "eval.datasets=[]",
         "eval.at_start=false",
         "log.tensorboard=false",  # TRL: report_to []
@@ -135,15 +138,21 @@ def main() -> None:
     model_dir, gguf = materialize(args.model)
     if gguf is not None:
         raise SystemExit(f"{args.model} is a GGUF file; TRL needs an HF model directory")
-    ours = {"micro_batch": args.micro_batch, "rollout_dtype": dtype, "defer": True}
+    ours = {"micro_batch": args.micro_batch, "rollout_dtype": dtype, "defer": True, "share": True}
     variants = {"serl": ours}
     if args.ablate:
         variants |= {
             "serl, fp32 rollout": {**ours, "rollout_dtype": None},
             "serl, old-logprob forward": {**ours, "defer": False},
+            "serl, no prompt sharing": {**ours, "share": False},
             "serl, micro-batch 4": {**ours, "micro_batch": 4},
             "serl, micro-batch 32": {**ours, "micro_batch": 32},
-            "serl, none of these (micro-batch 4)": {"micro_batch": 4, "rollout_dtype": None, "defer": False},
+            "serl, none of these (micro-batch 4)": {
+                "micro_batch": 4,
+                "rollout_dtype": None,
+                "defer": False,
+                "share": False,
+            },
         }
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_vs_trl-") as tmp:
@@ -157,7 +166,7 @@ def main() -> None:
             results["trl"] = trl_run(args.trl_python, model_dir, args.steps, work)
         for i, (name, v) in enumerate(variants.items()):
             print(f"{name}: {args.steps} steps ...", file=sys.stderr)
-            overrides = serl_overrides(data, args.steps, v["micro_batch"], v["rollout_dtype"], v["defer"])
+            overrides = serl_overrides(data, args.steps, **v)
             results[name] = serl_run([f"model.policy={args.model}", *overrides], work / f"run{i}")
 
     trl = results.get("trl")
