@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -48,7 +49,7 @@ def train(
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
-    if report:
+    if report and os.environ.get("RANK", "0") == "0":  # under accelerate launch, rank 0 alone writes it
         from serl.trainer.report import write_report
 
         paths = write_report(final_dir)

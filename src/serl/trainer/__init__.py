@@ -9,16 +9,24 @@ from serl.config import SerlConfig
 
 def run_training(cfg: SerlConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
     """Train per CFG in RUN_DIR (resuming from its latest checkpoint when RESUME); return the run dir."""
+    from serl.trainer.distributed import make_accelerator, reset_rank_dir, run_on_main, world_of
     from serl.trainer.logger import RunLogger
     from serl.trainer.loop import SerlTrainer, StalledError, prepare_run_dir
 
-    run_dir = prepare_run_dir(cfg, run_dir, resume)
+    accelerator = make_accelerator()  # None for a plain single CPU process
+    rank, _ = world_of(accelerator)
+    run_dir = run_on_main(accelerator, lambda: prepare_run_dir(cfg, run_dir, resume))
     wandb_cfg = {"project": cfg.log.wandb_project, "name": run_dir.name, "dir": str(run_dir)} if cfg.log.wandb else None
     trainer = None
+    main = rank == 0  # other ranks log quietly to a scratch folder
     with RunLogger(
-        run_dir, cfg.log.console, total_steps=0, tensorboard=cfg.log.tensorboard, wandb_cfg=wandb_cfg
+        reset_rank_dir(run_dir, rank),
+        cfg.log.console if main else "quiet",
+        total_steps=0,
+        tensorboard=cfg.log.tensorboard and main,
+        wandb_cfg=wandb_cfg if main else None,
     ) as log:
-        trainer = SerlTrainer(cfg, run_dir, log)
+        trainer = SerlTrainer(cfg, run_dir, log, accelerator=accelerator)
         log.total_steps = trainer.total_steps
         if resume and not trainer.resume():
             log.info(f"no checkpoint in {run_dir}; starting from step 0")

@@ -9,6 +9,7 @@ cut back to the byte sizes recorded in the checkpoint, so a killed step leaves n
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,15 @@ import torch
 from serl.config import SerlConfig, dump_yaml
 from serl.io import append_jsonl, atomic_write_json, atomic_write_text, truncate_to
 from serl.trainer.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
+from serl.trainer.distributed import (
+    ShardedEngine,
+    export_sharded,
+    full_state_dict,
+    mirror_instructions,
+    rank_dir,
+    shards_parameters,
+    world_of,
+)
 from serl.trainer.logger import RunLogger
 from serl.trainer.sources import DatasetSource, RolloutProblem, StalledError, derive_seed
 
@@ -47,32 +57,44 @@ class StepStats:
 
 
 class SerlTrainer:
-    def __init__(self, cfg: SerlConfig, run_dir: Path, logger: RunLogger):
+    def __init__(self, cfg: SerlConfig, run_dir: Path, logger: RunLogger, accelerator: Any | None = None):
+        """ACCELERATOR (see trainer/distributed.py): None runs a plain single process."""
         from serl.data import load_problems
         from serl.models import load_policy
-        from serl.rollout import make_engine
+        from serl.trainer.memory import apply_lora, enable_gradient_checkpointing
 
         self.cfg = cfg
         self.run_dir = run_dir
         self.logger = logger
+        self.accelerator = accelerator
+        self.rank, self.world = world_of(accelerator)
+        self.is_main = self.rank == 0
         torch.manual_seed(cfg.train.seed)
         logger.phase("load", cfg.model.policy)
-        self.model, self.tokenizer = load_policy(cfg.model.policy, dtype=cfg.model.dtype)
-        self.reference = self._load_reference()
-        self.engine = make_engine(
-            cfg.rollout.engine,
-            self.model,
-            self.tokenizer,
-            max_batch_size=cfg.rollout.max_batch_size,
-            dtype=cfg.rollout.dtype,
-        )
+        self.lora = cfg.model.lora.rank > 0
+        self.device = str(accelerator.device) if accelerator is not None else "cpu"
+        dtype = cfg.model.dtype
+        if accelerator is not None and dtype == "auto" and not self.lora:
+            dtype = "fp32"  # fp32 master weights; bf16 compute comes from the launch config's mixed_precision
+        self.model, self.tokenizer = load_policy(cfg.model.policy, dtype=dtype, device=self.device)
+        if cfg.model.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        if self.lora:
+            lora = cfg.model.lora
+            self.model = apply_lora(
+                self.model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+            )
+        self.reference = None if self.lora else self._load_reference()  # LoRA: the base, adapter disabled
+        self.engine = self._make_engine()
         self.seeds = load_problems(
             cfg.data.seed_path, cfg.data.input_key, cfg.data.label_key, max_samples=cfg.data.max_samples
         )
         if cfg.train.mode == "serl":
             from serl.trainer.selfplay import InstructionSource
 
-            self.source = InstructionSource(cfg, self.seeds, self.tokenizer, self.engine, run_dir, logger)
+            # ranks > 0 screen the same gathered candidates into a mirror of the instruction log (see distributed.py)
+            source_dir = rank_dir(run_dir, self.rank)
+            self.source = InstructionSource(cfg, self.seeds, self.tokenizer, self.engine, source_dir, logger)
         else:
             train = self.seeds
             if cfg.data.train_path:
@@ -102,51 +124,58 @@ class SerlTrainer:
         return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
 
     def _optimizer_steps_per_iteration(self) -> int:
-        t = self.cfg.train
-        sequences = t.rollout_batch_size * self.cfg.rollout.n_samples_per_prompt
-        return self.steps_per_iteration * t.max_epochs * max(1, sequences // t.train_batch_size)
+        return optimizer_steps_per_iteration(self.cfg)
 
     def _load_reference(self) -> torch.nn.Module | None:
         if self.cfg.algo.kl_coef <= 0:
             return None
         from serl.models import load_model
 
-        reference = load_model(self.cfg.model.reference or self.cfg.model.policy, dtype=self.cfg.model.dtype)
+        spec = self.cfg.model.reference or self.cfg.model.policy
+        reference = load_model(spec, dtype=self.cfg.model.dtype, device=self.device)
         reference.eval().requires_grad_(False)
         return reference
 
-    def _make_policy_trainer(self) -> Any:
-        from serl.rl import PolicyTrainer
+    def _make_engine(self) -> Any:
+        from serl.rollout import make_engine
 
-        a, t = self.cfg.algo, self.cfg.train
-        return PolicyTrainer(
+        cfg = self.cfg
+        engine_model: Any = self.model
+        options: dict[str, Any] = {"max_batch_size": cfg.rollout.max_batch_size, "dtype": cfg.rollout.dtype}
+        if cfg.rollout.engine == "vllm" and self.lora:
+            engine_model = cfg.model.policy  # vLLM holds plain weights; the merged adapter is synced in after each step
+        elif shards_parameters(self.accelerator):
+            engine_model = copy.deepcopy(self.model)  # FSDP/ZeRO-3 shard the policy; decoding needs whole weights
+        elif self.lora:
+            options["kv_cache"] = "dynamic"  # the static decoder reads the base projections and would skip the adapter
+        engine = make_engine(cfg.rollout.engine, engine_model, self.tokenizer, **options)
+        return ShardedEngine(engine, self.accelerator) if self.world > 1 else engine
+
+    def _sync_engine(self) -> None:
+        """Gather-and-load the new weights into the rollout engine (free when it shares the policy module)."""
+        if self.lora and self.cfg.rollout.engine != "hf":
+            from serl.trainer.memory import lora_merged_weights
+
+            self.engine.update_weights(lora_merged_weights(self.model))
+        elif shards_parameters(self.accelerator):
+            from serl.rollout.vllm import full_parameters
+
+            self.engine.update_weights(dict(full_parameters(self.policy.model)))  # every rank gathers each shard
+        else:
+            self.engine.update_weights(self.model)
+
+    def _make_policy_trainer(self) -> Any:
+        from serl.trainer.memory import lora_reference_context
+
+        reference_context = lora_reference_context(self.model) if self.lora else None
+        return make_policy_trainer(
+            self.cfg,
             self.model,
             self.reference,
             pad_token_id=self.tokenizer.pad_token_id,
-            lr=t.learning_rate,
-            betas=tuple(t.adam_betas),
-            weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm,
-            micro_batch_size=t.micro_train_batch_size,
-            train_batch_size=t.train_batch_size,
-            max_epochs=t.max_epochs,
-            temperature=self.cfg.rollout.temperature,
-            warmup_ratio=t.lr_warmup_ratio,
-            min_lr_ratio=t.min_lr_ratio,
             total_optimizer_steps=self._optimizer_steps_per_iteration(),
-            advantage_estimator=a.advantage_estimator,
-            gamma=a.gamma,
-            kl_coef=a.kl_coef,
-            kl_estimator=a.kl_estimator,
-            use_kl_loss=a.use_kl_loss,
-            eps_clip_low=a.eps_clip_low,
-            eps_clip_high=a.eps_clip_high,
-            reward_clip=a.reward_clip,
-            whiten_scope=a.whiten_scope,
-            advantage_std_norm=a.advantage_std_norm,
-            rloo_whiten=a.rloo_whiten,
-            loss_agg=a.loss_agg,
-            seed=t.seed,
+            reference_context=reference_context,
+            accelerator=self.accelerator,
         )
 
     # ---------------------------------------------------------------------------------------------------- run
@@ -172,7 +201,11 @@ class SerlTrainer:
         if self.eval_sets:
             self.evaluate()
         self.logger.phase("save", f"iteration {self.iteration}")
-        export_hf(self.model, self.tokenizer, self.run_dir / "checkpoints" / f"iter_{self.iteration:02d}_hf")
+        target = self.run_dir / "checkpoints" / f"iter_{self.iteration:02d}_hf"
+        if shards_parameters(self.accelerator):
+            export_sharded(self.accelerator, self.policy.model, self.tokenizer, target)
+        elif self.is_main:
+            export_hf(self.model, self.tokenizer, target)
         self.save()
 
     def _end_iteration(self) -> None:
@@ -195,11 +228,14 @@ class SerlTrainer:
         from serl.rl import Experience
 
         experience = Experience.concat([g.experience for g in batch])
+        if self.cfg.log.debug_dump and self.is_main:
+            self._dump(f"batch_step_{step:06d}.pt", experience)
+        self.engine.sleep()  # a colocated vLLM engine frees its GPU memory for the update
         train_metrics = self.policy.train(experience)
         stats.add_time("train", time.perf_counter() - t0)
         if hasattr(self.source, "mark_trained"):
             self.source.mark_trained([g.problem for g in batch], step)
-        self.engine.update_weights(self.model)
+        self._sync_engine()
         self.step = step
         self.step_in_iteration += 1
         metrics: dict[str, Any] = {"step": step, "iteration": self.iteration}
@@ -372,6 +408,8 @@ class SerlTrainer:
         return out
 
     def _write_rollouts(self, step, attempt, problems, groups, rewards, ratios, votes) -> None:
+        if not self.is_main:
+            return
         keep_every = max(1, self.cfg.log.rollout_keep_every)
         records = []
         for i, problem in enumerate(problems):
@@ -414,8 +452,11 @@ class SerlTrainer:
             )
             short = Path(name).stem if not name.startswith("embedded:") else name.removeprefix("embedded:")
             results.update({f"{short}/{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
-            append_jsonl(self.run_dir / "eval" / f"step_{self.step:06d}_{short}.jsonl", records, fsync=False)
-        atomic_write_json(self.run_dir / "eval" / f"step_{self.step:06d}.json", {"step": self.step, "metrics": results})
+            if self.is_main:
+                append_jsonl(self.run_dir / "eval" / f"step_{self.step:06d}_{short}.jsonl", records, fsync=False)
+        if self.is_main:
+            path = self.run_dir / "eval" / f"step_{self.step:06d}.json"
+            atomic_write_json(path, {"step": self.step, "metrics": results})
         self.logger.log_eval(self.step, results)
         self.logger.phase("eval", f"done in {time.perf_counter() - t0:.0f}s")
         return results
@@ -433,7 +474,14 @@ class SerlTrainer:
         return files
 
     def save(self) -> Path:
+        """A resumable checkpoint, written by rank 0: unwrapped weights and state that no world size is baked into."""
         self.logger.phase("save", f"step {self.step}")
+        model_state = full_state_dict(self.accelerator, self.policy.model, self.model)  # collective when sharded
+        if self.cfg.log.debug_dump and self.world > 1:
+            self._dump(f"rank{self.rank}_weights_step_{self.step:06d}.pt", self.model.state_dict())
+        if not self.is_main:
+            self.accelerator.wait_for_everyone()  # the checkpoint exists once rank 0 passes this barrier too
+            return self.run_dir / "checkpoints" / f"step_{self.step:06d}"
         state = {
             "step": self.step,
             "iteration": self.iteration,
@@ -443,32 +491,104 @@ class SerlTrainer:
             "carried": self.carried,
             "file_sizes": {str(p.relative_to(self.run_dir)): p.stat().st_size for p in self._append_only_files()},
         }
-        return save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self.model.state_dict(), state, self.cfg.train.keep_checkpoints
+        path = save_checkpoint(
+            self.run_dir / "checkpoints", self.step, model_state, state, self.cfg.train.keep_checkpoints
         )
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        return path
+
+    def _dump(self, name: str, value: Any) -> None:
+        """log.debug_dump: keep a step's global training batch or a rank's weights under RUN_DIR/debug/."""
+        folder = self.run_dir / "debug"
+        folder.mkdir(exist_ok=True)
+        torch.save(value, folder / name)
 
     def resume(self) -> bool:
         """Restore the latest checkpoint; cut append-only outputs back to what it had seen. False if none exists."""
         path = latest_checkpoint(self.run_dir / "checkpoints")
         if path is None:
             return False
+        if shards_parameters(self.accelerator):
+            raise NotImplementedError("resume under FSDP/DeepSpeed is not implemented; resume with DDP or 1 process")
         model_state, state = load_checkpoint(path)
         self.model.load_state_dict(model_state, strict=False)
         known = state["file_sizes"]
-        for file in self._append_only_files():
+        for file in self._append_only_files() if self.is_main else []:
             rel = str(file.relative_to(self.run_dir))
             if rel in known:
                 truncate_to(file, known[rel])
             else:
                 file.unlink()  # written after the checkpoint: the resumed run writes it again
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()  # rank 0 has cut the files back
+            mirror_instructions(self.run_dir, self.rank)
         self.step, self.iteration = state["step"], state["iteration"]
         self.step_in_iteration = state["step_in_iteration"]
         self.policy.load_state_dict(state["policy"])
         self.source.load_state_dict(state["source"])
         self.carried = state["carried"]
-        self.engine.update_weights(self.model)
+        self._sync_engine()
         self.logger.info(f"resumed from {path.name}: step {self.step}, iteration {self.iteration}")
         return True
+
+
+def optimizer_steps_per_iteration(cfg: SerlConfig) -> int:
+    """Length of one iteration's LR schedule, in optimizer steps."""
+    t = cfg.train
+    steps = max(1, t.instructions_per_iteration // t.rollout_batch_size)
+    sequences = t.rollout_batch_size * cfg.rollout.n_samples_per_prompt
+    return steps * t.max_epochs * max(1, sequences // t.train_batch_size)
+
+
+def make_policy_trainer(
+    cfg: SerlConfig,
+    model: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    *,
+    pad_token_id: int,
+    total_optimizer_steps: int,
+    reference_context: Any = None,
+    accelerator: Any | None = None,
+) -> Any:
+    """The PolicyTrainer the loop trains with, from the config (tests build the same one to compare updates)."""
+    from serl.rl import PolicyTrainer
+
+    a, t = cfg.algo, cfg.train
+    return PolicyTrainer(
+        model,
+        reference,
+        pad_token_id=pad_token_id,
+        lr=t.learning_rate,
+        betas=tuple(t.adam_betas),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        micro_batch_size=t.micro_train_batch_size,
+        train_batch_size=t.train_batch_size,
+        max_epochs=t.max_epochs,
+        temperature=cfg.rollout.temperature,
+        warmup_ratio=t.lr_warmup_ratio,
+        min_lr_ratio=t.min_lr_ratio,
+        total_optimizer_steps=total_optimizer_steps,
+        advantage_estimator=a.advantage_estimator,
+        gamma=a.gamma,
+        kl_coef=a.kl_coef,
+        kl_estimator=a.kl_estimator,
+        use_kl_loss=a.use_kl_loss,
+        eps_clip_low=a.eps_clip_low,
+        eps_clip_high=a.eps_clip_high,
+        reward_clip=a.reward_clip,
+        whiten_scope=a.whiten_scope,
+        advantage_std_norm=a.advantage_std_norm,
+        rloo_whiten=a.rloo_whiten,
+        loss_agg=a.loss_agg,
+        seed=t.seed,
+        optimizer=t.optimizer,
+        reference_context=reference_context,
+        accelerator=accelerator,
+        defer_old_logprobs=t.carryover == "expire",  # kept groups train after an update: score them at rollout
+        share_prompts=t.share_prompts,
+    )
 
 
 def prepare_run_dir(cfg: SerlConfig, run_dir: Path | None, resume: bool) -> Path:

@@ -1,0 +1,203 @@
+"""`accelerate launch` with 2 CPU processes (DDP over gloo) on the embedded model, 2 steps of a tiny config.
+
+The run keeps its global training batches and every rank's weights (log.debug_dump). The tests check that both ranks
+end with the same weights, that replaying the same batches in one plain process gives the same update, and that the
+run resumes on 1 process from the 2-process checkpoint with the exact optimizer and schedule state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from serl.config import load_config
+from serl.io import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE_CONFIG = REPO / "configs" / "accelerate" / "cpu_ddp_2proc.yaml"
+# Easy sums: with the chat_boxed format the 135M model gets some right, so the ground-truth rewards vary.
+PROBLEMS = [
+    ("What is 2 + 2?", "4"),
+    ("What is 3 + 5?", "8"),
+    ("What is 10 - 3?", "7"),
+    ("What is 6 + 1?", "7"),
+]
+
+
+def _tiny(train_path: Path) -> list[str]:
+    return [
+        "train.mode=gt",
+        f"data.train_path={train_path}",
+        "rollout.n_samples_per_prompt=4",
+        "rollout.max_new_tokens=12",
+        "train.rollout_batch_size=2",
+        "train.train_batch_size=8",  # one optimizer step per training step, 8 micro-batches of 1
+        "train.micro_train_batch_size=1",
+        "train.instructions_per_iteration=8",
+        "train.num_iterations=1",
+        "train.max_steps=2",
+        "train.save_every=1",
+        "train.learning_rate=1e-5",
+        "train.lr_warmup_ratio=0.0",  # the first step already moves the weights
+        "reward.difficulty_low=0.0",
+        "reward.difficulty_high=1.0",
+        "reward.num_workers=0",
+        "eval.datasets=[]",
+        "eval.at_start=false",
+        "log.tensorboard=false",
+        "log.debug_dump=true",
+    ]
+
+
+def _train_command(run_dir: Path, overrides: list[str]) -> list[str]:
+    cmd = ["-m", "serl", "train", "--json-log", "--no-report", "--preset", "cpu-demo", "--run-dir", str(run_dir)]
+    for override in overrides:
+        cmd += ["--set", override]
+    return cmd
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists():
+        pytest.skip("accelerate launcher not installed")
+    root = tmp_path_factory.mktemp("ddp")
+    train_path = root / "sums.jsonl"
+    train_path.write_text("".join(json.dumps({"problem": q, "answer": a}) + "\n" for q, a in PROBLEMS))
+    overrides = _tiny(train_path)
+    run_dir = root / "run"
+    launch = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CONFIG), "--main_process_port"]
+    proc = subprocess.run(
+        [*launch, str(_free_port()), *_train_command(run_dir, overrides)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir, overrides
+
+
+def _weights(run_dir: Path, rank: int, step: int) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "debug" / f"rank{rank}_weights_step_{step:06d}.pt")
+
+
+def _single_process_trainer(overrides: list[str], model: torch.nn.Module):
+    from serl.models import load_model
+    from serl.trainer.loop import make_policy_trainer, optimizer_steps_per_iteration
+
+    cfg = load_config("cpu-demo", overrides)
+    reference = load_model(cfg.model.policy).eval().requires_grad_(False)
+    return make_policy_trainer(
+        cfg, model, reference, pad_token_id=2, total_optimizer_steps=optimizer_steps_per_iteration(cfg)
+    )
+
+
+def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_both_ranks_end_with_identical_weights(two_process_run) -> None:
+    run_dir, _ = two_process_run
+    metrics = read_jsonl(run_dir / "metrics.jsonl")[0]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for step in (1, 2):
+        rank0, rank1 = _weights(run_dir, 0, step), _weights(run_dir, 1, step)
+        assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"ranks diverged at step {step}"
+    saved = load_file(str(run_dir / "checkpoints" / "step_000002" / "model.safetensors"))
+    assert _max_abs_diff(saved, _weights(run_dir, 0, 2)) == 0.0
+    assert not (run_dir / ".ranks" / "rank1" / "rollouts").exists(), "only rank 0 writes the run's files"
+
+
+def test_update_equals_one_process_on_the_same_global_batch(two_process_run) -> None:
+    """Replay the saved global batches in one plain process. The ranks computed log-probs through the model's own
+    forward (a DDP wrapper needs that) with one thread each; the replay does the same, so any difference left comes
+    from splitting the work. (Through the chunked head instead, log-probs differ by ~1e-5, and Adam's first step,
+    lr * g/|g|, turns that into sign flips of near-zero gradient entries.)"""
+    from serl.models import load_policy
+
+    run_dir, overrides = two_process_run
+    model, _ = load_policy()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _single_process_trainer(overrides, model)
+    trainer.through_forward = True
+    with _one_thread():  # as each rank ran
+        for step in (1, 2):
+            batch = torch.load(run_dir / "debug" / f"batch_step_{step:06d}.pt", weights_only=False)
+            # the log-prob passes the ranks split between them give what one process computes
+            again = trainer.make_experience(batch.prompt_ids, batch.response_ids, batch.rewards, group_size=4)
+            torch.testing.assert_close(again.old_logprobs, batch.old_logprobs, atol=1e-6, rtol=0)
+            torch.testing.assert_close(again.advantages, batch.advantages, atol=1e-5, rtol=0)
+            trainer.train(batch)
+            expected = _weights(run_dir, 0, step)
+            ours = _update(before, model.state_dict())
+            theirs = _update(before, expected)
+            assert float(ours.abs().max()) > 5e-6, "the update is ~0: the comparison would be vacuous"
+            assert float((ours - theirs).abs().max()) < 1e-6, f"step {step}"
+            assert float((ours - theirs).norm() / ours.norm()) < 1e-4, f"step {step}"
+            # step 2 starts from the ranks' weights: a 1e-7 difference would move the log-probs by ~1e-5
+            model.load_state_dict(expected)
+            before = {k: v.clone() for k, v in expected.items()}
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _update(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([(after[k] - before[k]).flatten() for k in sorted(before)])
+
+
+def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tmp_path: Path) -> None:
+    from serl.models import load_policy
+    from serl.trainer.checkpoint import load_checkpoint
+
+    source, overrides = two_process_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    cmd = [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", "--resume", str(run_dir)]
+    proc = subprocess.run([*cmd, "--set", "train.max_steps=3"], capture_output=True, text=True, env=_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resumed from step_000002" in proc.stdout
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")[0]] == [1, 2, 3]
+
+    # Step 3 from the 2-process checkpoint's weights, Adam moments, schedule and shuffling state, in one process:
+    model, _ = load_policy()
+    weights, state = load_checkpoint(run_dir / "checkpoints" / "step_000002")
+    model.load_state_dict(weights, strict=False)
+    trainer = _single_process_trainer(overrides, model)
+    trainer.load_state_dict(state["policy"])
+    with _one_thread():  # as the resumed run (OMP_NUM_THREADS=1)
+        trainer.train(torch.load(run_dir / "debug" / "batch_step_000003.pt", weights_only=False))
+    resumed, _ = load_checkpoint(run_dir / "checkpoints" / "step_000003")
+    assert _max_abs_diff(model.state_dict(), resumed) < 1e-6
