@@ -145,7 +145,6 @@ def main() -> None:
             "serl, fp32 rollout": {**ours, "rollout_dtype": None},
             "serl, old-logprob forward": {**ours, "defer": False},
             "serl, no prompt sharing": {**ours, "share": False},
-            "serl, micro-batch 4": {**ours, "micro_batch": 4},
             "serl, micro-batch 32": {**ours, "micro_batch": 32},
             "serl, none of these (micro-batch 4)": {
                 "micro_batch": 4,
