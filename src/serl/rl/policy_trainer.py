@@ -145,6 +145,8 @@ class PolicyTrainer:
         if not self.params:
             raise ValueError("the policy model has no trainable parameters")
         self.device = self.params[0].device
+        if optimizer == "adamw" and _deepspeed_offloads_optimizer(accelerator):
+            optimizer = "deepspeed_cpu_adam"  # as the reference's --adam_offload
         self.optimizer = make_optimizer(self.params, optimizer, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.accelerator = accelerator
         self.rank, self.world = 0, 1
@@ -152,6 +154,9 @@ class PolicyTrainer:
         # (set from the accelerator)
         self.through_forward = False
         if accelerator is not None:
+            if accelerator.distributed_type == DistributedType.DEEPSPEED:
+                # no dataloader for accelerate to read it from: its documented alternative is to set it here
+                accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
             model, self.optimizer = accelerator.prepare(model, self.optimizer)
             self.params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them
             self.device = accelerator.device
@@ -512,3 +517,11 @@ class PolicyTrainer:
             group["lr"] = lr  # building the scheduler reset it to the first step's value
         self.generator.set_state(state["generator"])
         self.optimizer_steps = state["optimizer_steps"]
+
+
+def _deepspeed_offloads_optimizer(accelerator: Any | None) -> bool:
+    """Whether the launch config puts DeepSpeed's optimizer states on the CPU (ZeRO-Offload)."""
+    if accelerator is None or accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return False
+    zero = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+    return zero.get("offload_optimizer", {}).get("device", "none") == "cpu"
