@@ -45,6 +45,9 @@ def evaluate(
     batch_size: int = typer.Option(64, "--batch-size", help="Questions per generate call and per results append."),
     engine_name: str = typer.Option("hf", "--engine", help="hf (CPU or GPU) | vllm (GPU)."),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+    dtype: str | None = typer.Option(
+        None, help="HF engine compute dtype, e.g. bfloat16 (~2.5x faster with AVX512-BF16); default: the model's."
+    ),
     seed: int = typer.Option(0, help="Sampling seed."),
     shots: int = typer.Option(0, "--shots", help="MMLU-Pro: k-shot CoT exemplars per question (0 = zero-shot)."),
     exemplars: Path | None = typer.Option(
@@ -83,6 +86,7 @@ def evaluate(
         random_guess=random_guess,
         overwrite=overwrite,
         progress=not quiet,
+        dtype=dtype,
     )
     _run_guarded(_evaluate, targets, model, out or Path("runs") / f"eval-{_slug(model)}", engine_name, device, options)
 
@@ -104,6 +108,7 @@ class _Options:
     random_guess: bool
     overwrite: bool
     progress: bool
+    dtype: str | None = None
 
 
 def _run_guarded(fn: Callable[..., None], *args: Any) -> None:
@@ -145,7 +150,7 @@ def _evaluate(targets: list[str], model: str, out: Path, engine_name: str, devic
         raise ValueError(f"unknown --format {opts.fmt!r}; expected one of {', '.join(FORMATS)}")
     # resolve every data set before loading the model, so a typo fails in a second
     resolved = [resolve_dataset(target, opts.data_dir) for target in targets]
-    engine, tokenizer = _make_engine(model, engine_name, device, opts.seed)
+    engine, tokenizer = _make_engine(model, engine_name, device, opts.seed, opts.dtype)
     for name, source in resolved:
         started = time.perf_counter()
         if _is_mmlu_pro(name, source):
@@ -217,7 +222,9 @@ def _slug(model: str) -> str:
     return os.path.basename(name).replace(":", "-") or "model"
 
 
-def _make_engine(model: str, engine_name: str, device: str | None, seed: int) -> tuple[Any, Any]:
+def _make_engine(
+    model: str, engine_name: str, device: str | None, seed: int, dtype: str | None = None
+) -> tuple[Any, Any]:
     """The rollout engine and tokenizer for MODEL: HF on the policy loaded here, or vLLM from the model spec."""
     import torch
 
@@ -230,4 +237,4 @@ def _make_engine(model: str, engine_name: str, device: str | None, seed: int) ->
         tokenizer = load_tokenizer(model)
         return make_engine("vllm", model, tokenizer, seed=seed), tokenizer
     policy, tokenizer = load_policy(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return make_engine("hf", policy, tokenizer), tokenizer
+    return make_engine("hf", policy, tokenizer, dtype=dtype), tokenizer
