@@ -50,6 +50,8 @@ def test_paper_llama_preset_carries_reference_values() -> None:
     # Faithful-replication flags are on in the paper preset.
     assert cfg.selfinstruct.faithful_capitalize and cfg.reward.score_prompt_and_response
     assert cfg.selfinstruct.novelty_scope == "reference"
+    assert cfg.reward.no_majority == "first"
+    assert load_config("cpu-demo").reward.no_majority == "zero"
 
 
 def test_qwen_preset_extends_llama_with_its_own_model() -> None:

@@ -97,6 +97,8 @@ class RewardConfig:
     # gt reward test: verify (math-verify equivalence of the label's and the response's answers, reference) |
     # contains (1.0 when the label text occurs in the response, e.g. a format reward with label "\\boxed")
     gt_match: str = "verify"
+    # groups where no two responses agree: zero (every response 0.0) | first (reference: one-hot on response 0)
+    no_majority: str = "zero"
 
 
 @dataclass
@@ -190,6 +192,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reward.extractor": ("math", "choice", "number"),
     "reward.majority_method": ("fast", "reference"),
     "reward.gt_match": ("verify", "contains"),
+    "reward.no_majority": ("zero", "first"),
     "rollout.dtype": (None, "float32", "bfloat16", "float16"),
     "algo.advantage_estimator": ("reinforce", "reinforce_baseline", "rloo", "grpo", "dr_grpo"),
     "algo.kl_estimator": ("k1", "k2", "k3"),

@@ -383,6 +383,7 @@ class SerlTrainer:
             method=r.majority_method,
             score_prompt_and_response=r.score_prompt_and_response,
             timeout_s=r.timeout_s,
+            no_majority=r.no_majority,
         )
         return [v.rewards for v in votes], votes, gt if all(labelled) else []
 
