@@ -150,3 +150,16 @@ def test_gguf_path_loads_the_same_weights_as_the_cache(embedded: Policy) -> None
     assert_ready_for_generation(from_gguf)
     assert from_gguf[1](PROMPT).input_ids == embedded[1](PROMPT).input_ids
     assert torch.allclose(last_logits(from_gguf), last_logits(embedded), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_broken_cache_entry_is_rebuilt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A cache directory with a tokenizer but no weights (an interrupted writer) is replaced, not trusted or fatal."""
+    monkeypatch.setenv("SERL_CACHE", str(tmp_path))
+    broken = tmp_path / "models" / "smollm2-135m"
+    broken.mkdir(parents=True)
+    (broken / "tokenizer_config.json").write_text("{}")
+    location, _ = materialize(DEFAULT_MODEL)
+    assert Path(location) == broken
+    assert (broken / "config.json").is_file() and (broken / "model.safetensors").is_file()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["smollm2-135m"]  # no temp or stale dirs left

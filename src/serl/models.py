@@ -107,11 +107,20 @@ def _convert_gguf_to_safetensors(gguf: Path, target: Path) -> None:
         try:
             tmp.rename(target)
         except OSError:
-            if not (target / "config.json").is_file():
-                raise  # not a lost race: a real failure
-            # another process finished the conversion first; keep its copy
+            if _is_complete(target):
+                return  # another process finished the conversion first; keep its copy
+            # a broken entry (a writer from before atomic writes, or a hand edit): move it aside, then put ours in
+            stale = Path(tempfile.mkdtemp(prefix=target.name + ".stale-", dir=target.parent))
+            target.rename(stale / target.name)
+            tmp.rename(target)
+            shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_complete(directory: Path) -> bool:
+    """Whether a cached model directory holds a config and weights (a tokenizer-only leftover does not count)."""
+    return (directory / "config.json").is_file() and any(directory.glob("*.safetensors"))
 
 
 def materialize(spec: str) -> tuple[str, str | None]:
@@ -119,7 +128,7 @@ def materialize(spec: str) -> tuple[str, str | None]:
     resolved = resolve_spec(spec)
     if resolved.kind == "embedded":
         target = cache_dir() / "models" / resolved.location
-        if not (target / "config.json").is_file():
+        if not _is_complete(target):
             _convert_gguf_to_safetensors(_embedded_gguf(resolved.location), target)
         return str(target), None
     return resolved.location, resolved.gguf_file
