@@ -99,7 +99,7 @@ class RunLogger:
             self._progress.update(self._task, completed=step)
 
     def phase(self, name: str, info: str = "") -> None:
-        """Show the current phase: generate, filter, rollout, reward, train, eval, save."""
+        """Show the current phase: generate, filter, rollout, reward, experience, train, eval, save."""
         self._phase = name
         if self.mode == "json":
             print(json.dumps({"event": "phase", "phase": name, "info": info}), flush=True)

@@ -325,6 +325,7 @@ class SerlTrainer:
         rewards, votes, gt = self._score(problems, groups)
         stats.add_time("reward", time.perf_counter() - t0)
 
+        self.logger.phase("experience", f"step {step}: log-probs of {len(completions)} responses")
         t0 = time.perf_counter()
         experience = self.policy.make_experience(
             [c.prompt_ids for c in completions],
