@@ -50,6 +50,7 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train.instructions_per_iteration=4",  # 2 steps = 1 iteration: ends with the merged HF export
         "train.num_iterations=1",
         "train.save_every=1",
+        "train.keep_checkpoints=2",  # the tests compare steps 1 and 2
         "train.learning_rate=1e-3",
         "train.lr_warmup_ratio=0.0",
         "reward.difficulty_low=0.0",

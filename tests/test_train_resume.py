@@ -34,6 +34,7 @@ TINY = [
     "train.num_iterations=2",
     "train.max_steps=3",
     "train.save_every=1",
+    "train.keep_checkpoints=1",  # resume needs only the latest; keeps the test's disk use small
     "train.max_attempts_per_step=20",
     "train.learning_rate=1e-5",
     "reward.difficulty_low=0.0",  # keep every group: the test is about resume, not about the filter
