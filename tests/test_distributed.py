@@ -50,6 +50,7 @@ def _tiny(train_path: Path) -> list[str]:
         "train.num_iterations=1",
         "train.max_steps=2",
         "train.save_every=1",
+        "train.keep_checkpoints=1",
         "train.learning_rate=1e-5",
         "train.lr_warmup_ratio=0.0",  # the first step already moves the weights
         "reward.difficulty_low=0.0",
@@ -193,7 +194,7 @@ def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tm
 
     # Step 3 from the 2-process checkpoint's weights, Adam moments, schedule and shuffling state, in one process:
     model, _ = load_policy()
-    weights, state = load_checkpoint(run_dir / "checkpoints" / "step_000002")
+    weights, state = load_checkpoint(source / "checkpoints" / "step_000002")  # the copy rotated it away
     model.load_state_dict(weights, strict=False)
     trainer = _single_process_trainer(overrides, model)
     trainer.load_state_dict(state["policy"])

@@ -31,3 +31,37 @@ def make_optimizer(params: list[nn.Parameter], name: str = "adamw", **options: A
         return torch.optim.AdamW(params, fused=True, **options)
     except (RuntimeError, ValueError):
         return torch.optim.AdamW(params, **options)
+
+
+def is_sharded_model(model: nn.Module) -> bool:
+    """FSDP2 (DTensor parameters) or FSDP1 (wrapped modules): no rank holds whole tensors."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters()) or any(
+        isinstance(m, FullyShardedDataParallel) for m in model.modules()
+    )
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """The optimizer's state keyed by parameter name, not by position, and gathered whole when the model is sharded,
+    so a checkpoint resumes on any world size and strategy (one process, DDP, FSDP). A collective under FSDP: call
+    it on every rank (rank 0 receives the state). None before the first step: torch's helper would take a zero step
+    to create the state, and that step would count in Adam's bias correction."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    if not optimizer.state:
+        return None
+    sharded = is_sharded_model(model)
+    options = StateDictOptions(full_state_dict=sharded, cpu_offload=sharded)
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any] | None) -> None:
+    """Load what `optimizer_state` returned; under FSDP every rank passes the whole state and keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if state is None:
+        return
+    options = StateDictOptions(full_state_dict=is_sharded_model(model))
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=options)

@@ -32,7 +32,7 @@ from serl.rl.kl import kl_estimate
 from serl.rl.logprobs import plain_output_weight, response_logprobs
 from serl.rl.loss import LOSS_AGGREGATIONS, aggregate_loss, clipped_policy_loss
 from serl.rl.masked import masked_mean, masked_whiten
-from serl.rl.optim import make_optimizer
+from serl.rl.optim import load_optimizer_state, make_optimizer, optimizer_state
 from serl.rl.prefix import shared_prompt_logprobs
 from serl.rl.schedule import cosine_schedule
 from serl.rl.sequences import build_sequences
@@ -493,10 +493,22 @@ class PolicyTrainer:
             min_lr_ratio=self.min_lr_ratio,
         )
 
+    def _plain_optimizer(self) -> Any:
+        return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the torch optimizer
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.accelerator is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
     def state_dict(self) -> dict[str, Any]:
-        """Optimizer, schedule and shuffling state (the model weights are saved by the caller)."""
+        """Optimizer, schedule and shuffling state (the model weights are saved by the caller). The optimizer state is
+        keyed by parameter name and whole, so no world size or strategy is baked in. A collective under FSDP: call it
+        on every rank."""
+        # ZeRO partitions the optimizer state inside its engine: a DeepSpeed run's checkpoints hold none (not resumable)
+        optimizer = None if self.uses_deepspeed else optimizer_state(self.model, self._plain_optimizer())
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
+            "deepspeed": self.uses_deepspeed,
             "scheduler": self.scheduler.state_dict(),
             "schedule_total_steps": self.schedule_total_steps,
             "generator": self.generator.get_state(),
@@ -504,7 +516,8 @@ class PolicyTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore `state_dict()`'s output, saved on any world size; under FSDP every rank passes the whole state."""
+        load_optimizer_state(self.model, self._plain_optimizer(), state["optimizer"])
         self.schedule_total_steps = state["schedule_total_steps"]
         self.scheduler = cosine_schedule(
             self.optimizer,

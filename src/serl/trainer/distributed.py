@@ -133,6 +133,19 @@ def full_state_dict(accelerator: Any | None, wrapped: torch.nn.Module, unwrapped
     return accelerator.get_state_dict(wrapped)
 
 
+def load_full_state_dict(wrapped: torch.nn.Module, unwrapped: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a full state dict (as `full_state_dict` saved it): under FSDP every rank passes the whole dict and keeps
+    its shard; otherwise into the unwrapped module."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from serl.rl.optim import is_sharded_model
+
+    if is_sharded_model(wrapped):
+        set_model_state_dict(wrapped, state, options=StateDictOptions(full_state_dict=True, strict=False))
+    else:
+        unwrapped.load_state_dict(state, strict=False)
+
+
 def export_sharded(accelerator: Any, wrapped: torch.nn.Module, tokenizer: Any, target: Path) -> None:
     """HF export of a sharded (FSDP / ZeRO-3) policy, accelerate's documented way: every rank joins the gather,
     rank 0 writes a temp folder and renames it into place."""

@@ -24,6 +24,7 @@ from serl.trainer.distributed import (
     ShardedEngine,
     export_sharded,
     full_state_dict,
+    load_full_state_dict,
     mirror_instructions,
     rank_dir,
     shards_parameters,
@@ -479,6 +480,7 @@ class SerlTrainer:
         """A resumable checkpoint, written by rank 0: unwrapped weights and state that no world size is baked into."""
         self.logger.phase("save", f"step {self.step}")
         model_state = full_state_dict(self.accelerator, self.policy.model, self.model)  # collective when sharded
+        policy_state = self.policy.state_dict()  # collective too: the optimizer state is gathered under FSDP
         if self.cfg.log.debug_dump and self.world > 1:
             self._dump(f"rank{self.rank}_weights_step_{self.step:06d}.pt", self.model.state_dict())
         if not self.is_main:
@@ -488,7 +490,7 @@ class SerlTrainer:
             "step": self.step,
             "iteration": self.iteration,
             "step_in_iteration": self.step_in_iteration,
-            "policy": self.policy.state_dict(),
+            "policy": policy_state,
             "source": self.source.state_dict(),
             "carried": self.carried,
             "file_sizes": {str(p.relative_to(self.run_dir)): p.stat().st_size for p in self._append_only_files()},
@@ -511,10 +513,14 @@ class SerlTrainer:
         path = latest_checkpoint(self.run_dir / "checkpoints")
         if path is None:
             return False
-        if shards_parameters(self.accelerator):
-            raise NotImplementedError("resume under FSDP/DeepSpeed is not implemented; resume with DDP or 1 process")
         model_state, state = load_checkpoint(path)
-        self.model.load_state_dict(model_state, strict=False)
+        if self.policy.uses_deepspeed or state["policy"].get("deepspeed"):
+            raise NotImplementedError(
+                "resume of DeepSpeed runs is not implemented (ZeRO keeps the optimizer state partitioned in its "
+                "engine); continue from the run's HF export checkpoints/iter_XX_hf as model.policy, or train with "
+                "FSDP, DDP or one process, whose checkpoints resume on any world size"
+            )
+        load_full_state_dict(self.policy.model, self.model, model_state)
         known = state["file_sizes"]
         for file in self._append_only_files() if self.is_main else []:
             rel = str(file.relative_to(self.run_dir))
