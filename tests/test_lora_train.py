@@ -22,6 +22,43 @@ pytestmark = pytest.mark.slow
 
 PROBLEMS = [("What is 2 + 2?", "4"), ("What is 3 + 5?", "8"), ("What is 10 - 3?", "7"), ("What is 6 + 1?", "7")]
 PEFT_PREFIX = "base_model.model."
+TINY_LORA = [
+    "train.mode=gt",
+    "model.lora.rank=8",
+    "model.lora.alpha=16",
+    "model.lora.target_modules=[q_proj,v_proj]",
+    "model.gradient_checkpointing=true",
+    "algo.kl_coef=0.01",
+    "rollout.n_samples_per_prompt=4",
+    "rollout.max_new_tokens=8",
+    "train.rollout_batch_size=2",
+    "train.train_batch_size=8",
+    "train.micro_train_batch_size=8",
+    "train.instructions_per_iteration=4",  # 2 steps = 1 iteration: ends with the merged HF export
+    "train.num_iterations=1",
+    "train.save_every=1",
+    "train.keep_checkpoints=2",  # the tests compare steps 1 and 2
+    "train.learning_rate=1e-3",
+    "train.lr_warmup_ratio=0.0",
+    "reward.difficulty_low=0.0",
+    "reward.difficulty_high=1.0",
+    "reward.num_workers=0",
+    "eval.datasets=[]",
+    "eval.at_start=false",
+    "log.tensorboard=false",
+]
+
+
+def _write_problems(root: Path) -> Path:
+    path = root / "sums.jsonl"
+    path.write_text("".join(json.dumps({"problem": q, "answer": a}) + "\n" for q, a in PROBLEMS))
+    return path
+
+
+def _train(args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def _base_name(peft_name: str) -> str:
@@ -32,41 +69,9 @@ def _base_name(peft_name: str) -> str:
 def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("peft")
     root = tmp_path_factory.mktemp("lora")
-    train_path = root / "sums.jsonl"
-    train_path.write_text("".join(json.dumps({"problem": q, "answer": a}) + "\n" for q, a in PROBLEMS))
-    overrides = [
-        "train.mode=gt",
-        f"data.train_path={train_path}",
-        "model.lora.rank=8",
-        "model.lora.alpha=16",
-        "model.lora.target_modules=[q_proj,v_proj]",
-        "model.gradient_checkpointing=true",
-        "algo.kl_coef=0.01",
-        "rollout.n_samples_per_prompt=4",
-        "rollout.max_new_tokens=8",
-        "train.rollout_batch_size=2",
-        "train.train_batch_size=8",
-        "train.micro_train_batch_size=8",
-        "train.instructions_per_iteration=4",  # 2 steps = 1 iteration: ends with the merged HF export
-        "train.num_iterations=1",
-        "train.save_every=1",
-        "train.keep_checkpoints=2",  # the tests compare steps 1 and 2
-        "train.learning_rate=1e-3",
-        "train.lr_warmup_ratio=0.0",
-        "reward.difficulty_low=0.0",
-        "reward.difficulty_high=1.0",
-        "reward.num_workers=0",
-        "eval.datasets=[]",
-        "eval.at_start=false",
-        "log.tensorboard=false",
-    ]
+    overrides = [f"data.train_path={_write_problems(root)}", *TINY_LORA]
     run_dir = root / "run"
-    cmd = [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", "--preset", "cpu-demo"]
-    cmd += ["--run-dir", str(run_dir)]
-    for override in overrides:
-        cmd += ["--set", override]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _train(["--preset", "cpu-demo", "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]])
     return run_dir
 
 
@@ -111,3 +116,25 @@ def test_export_merges_the_adapter(lora_run: Path, base_weights: dict[str, torch
     expected = base_weights[f"{layer}.weight"] + (16 / 8) * b @ a  # W + (alpha / r) B A
     torch.testing.assert_close(merged[f"{layer}.weight"], expected, atol=1e-6, rtol=1e-5)
     assert not torch.equal(merged[f"{layer}.weight"], base_weights[f"{layer}.weight"])
+
+
+def test_a_lora_run_resumes_exactly(tmp_path: Path) -> None:
+    """3 steps straight against 2 steps, then a resume to step 3 (the adapter and its Adam state come back)."""
+    pytest.importorskip("peft")
+    overrides = [f"--set={o}" for o in (f"data.train_path={_write_problems(tmp_path)}", *TINY_LORA)]
+    overrides += ["--set=train.num_iterations=2", "--set=train.keep_checkpoints=1"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    _train(["--preset", "cpu-demo", "--run-dir", str(straight), *overrides, "--set=train.max_steps=3"])
+    _train(["--preset", "cpu-demo", "--run-dir", str(split), *overrides, "--set=train.max_steps=2"])
+    _train(["--resume", str(split), "--set=train.max_steps=3"])
+
+    def comparable(run_dir: Path) -> list[dict]:
+        metrics = read_jsonl(run_dir / "metrics.jsonl")[0]
+        return [{k: v for k, v in m.items() if not k.startswith("time/") and k != "elapsed_s"} for m in metrics]
+
+    assert [m["step"] for m in comparable(split)] == [1, 2, 3]
+    assert comparable(split) == comparable(straight)
+    assert comparable(split)[2]["train/kl"] != 0.0
+    resumed, uninterrupted = _checkpoint(split, 3), _checkpoint(straight, 3)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
