@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -134,6 +136,20 @@ def test_second_embedded_load_uses_the_cache(embedded: Policy, monkeypatch: pyte
     assert elapsed < 15.0, f"second load took {elapsed:.1f}s"  # ~1 s on a quiet machine
     assert weights.stat().st_mtime_ns == before
     assert torch.equal(last_logits(again), last_logits(embedded))
+
+
+@pytest.mark.slow
+def test_serl_chat_answers_from_the_cache_within_15_s(embedded: Policy) -> None:
+    """The README's smoke check as a user runs it: a fresh process, the cache already built (by the fixture)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "serl", "chat", PROMPT], capture_output=True, text=True, timeout=120, check=False
+    )
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "5" in proc.stdout, proc.stdout  # SmolLM2-135M answers "2 + 3 = 5" greedily
+    assert "Converting" not in proc.stderr  # no GGUF conversion: the safetensors cache served it
+    assert elapsed < 15.0, f"serl chat took {elapsed:.1f}s"  # ~7 s on this 2-core machine
 
 
 @pytest.mark.slow

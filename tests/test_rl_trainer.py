@@ -142,14 +142,23 @@ def test_kl_coef_zero_skips_the_reference_forward():
     assert context.entered == 1
 
 
-def test_kl_in_reward_uses_the_reference_model():
+# δ = logp − logp_ref written out per estimator (serl-reference §4.2), independently of serl.rl.kl
+KL_BY_HAND = {
+    "k1": lambda delta: delta,
+    "k2": lambda delta: delta**2 / 2,
+    "k3": lambda delta: torch.exp(-delta) - 1 + delta,
+}
+
+
+@pytest.mark.parametrize("estimator", sorted(KL_BY_HAND))
+def test_kl_in_reward_uses_the_reference_model(estimator: str):
     policy, reference = tiny_llama(0), tiny_llama(1)
-    trainer = make_trainer(policy, reference, kl_coef=0.5, kl_estimator="k1", advantage_estimator="grpo")
+    trainer = make_trainer(policy, reference, kl_coef=0.5, kl_estimator=estimator, advantage_estimator="grpo")
     experience = trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4)
     batch = build_sequences(PROMPTS, RESPONSES, pad_token_id=PAD)
     with torch.no_grad():
         ref_logprobs, _ = response_logprobs(reference, batch)
-    expected_kl = (experience.old_logprobs - ref_logprobs) * batch.action_mask
+    expected_kl = KL_BY_HAND[estimator](experience.old_logprobs - ref_logprobs) * batch.action_mask
     assert torch.allclose(experience.kl, expected_kl, atol=1e-5)
     # grpo: A_t = r̃ − β·Σ_{t' ≥ t} kl_t' with r̃ = ±0.5/±1.5 (no whitening)
     tail_kl = expected_kl.flip(-1).cumsum(-1).flip(-1)
@@ -157,15 +166,19 @@ def test_kl_in_reward_uses_the_reference_model():
     assert torch.allclose(experience.advantages, (shaped - 0.5 * tail_kl) * batch.action_mask, atol=1e-5)
 
 
-def test_kl_as_loss_keeps_kl_out_of_the_reward_and_reports_the_sequence_mean():
+@pytest.mark.parametrize("estimator", sorted(KL_BY_HAND))
+def test_kl_as_loss_keeps_kl_out_of_the_reward_and_reports_the_sequence_mean(estimator: str):
     policy, reference = tiny_llama(0), tiny_llama(1)
     trainer = make_trainer(
-        policy, reference, kl_coef=0.1, kl_estimator="k3", use_kl_loss=True, advantage_estimator="grpo"
+        policy, reference, kl_coef=0.1, kl_estimator=estimator, use_kl_loss=True, advantage_estimator="grpo"
     )
     experience = trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4)
     shaped = torch.tensor([0.5, -1.5, 0.5, 0.5, -0.5, -0.5, 1.5, -0.5])[:, None]
     assert torch.allclose(experience.advantages, shaped * experience.action_mask, atol=1e-6)
-    assert experience.ref_logprobs is not None and (experience.kl > 0).any()  # k3 ≥ 0
+    assert experience.ref_logprobs is not None
+    delta = (experience.old_logprobs - experience.ref_logprobs) * experience.action_mask
+    assert torch.allclose(experience.kl, KL_BY_HAND[estimator](delta) * experience.action_mask, atol=1e-6)
+    assert experience.kl.abs().sum() > 0
     metrics = trainer.train(experience)  # one step: the current policy still equals the rollout policy
     expected = masked_mean(experience.kl, experience.action_mask, dim=-1).mean()
     assert metrics["kl_loss"] == pytest.approx(expected.item(), rel=1e-4)

@@ -144,7 +144,8 @@ def _read_hub(source: str) -> Iterator[_Row]:
         import datasets
     except ImportError:
         raise DataError(
-            f"{source}: not a local file, and loading it as a Hugging Face dataset needs 'pip install datasets'"
+            f"{source}: not a local file, and loading it as a Hugging Face dataset needs the datasets package "
+            "(pip install 'serl-rl[hub]')"
         ) from None
     try:
         dataset = datasets.load_dataset(name, config, split=split)
