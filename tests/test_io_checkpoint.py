@@ -78,3 +78,17 @@ def test_a_half_written_checkpoint_is_never_latest(tmp_path) -> None:
     assert latest_checkpoint(root).name == "step_000002"
     assert not (root / ".tmp-step_000002").exists()
     assert os.listdir(root / "step_000002")
+
+
+def test_a_kill_while_a_step_is_replaced_keeps_a_complete_checkpoint(tmp_path) -> None:
+    """A stall save or a resumed run rewrites the step `latest` names: at every moment one complete copy is found."""
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, 2, {"w": torch.zeros(2)}, {"step": 2, "version": "old"}, keep=3)
+    # The kill lands after the old copy moved aside and before the new one took its name.
+    (root / "step_000002").rename(root / ".old-step_000002")
+    found = latest_checkpoint(root)
+    assert found is not None and load_checkpoint(found)[1]["version"] == "old"
+    # The retry writes the new copy and removes the old one.
+    save_checkpoint(root, 2, {"w": torch.ones(2)}, {"step": 2, "version": "new"}, keep=3)
+    assert load_checkpoint(latest_checkpoint(root))[1]["version"] == "new"
+    assert sorted(os.listdir(root)) == ["latest", "step_000002"]

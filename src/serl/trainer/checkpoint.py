@@ -46,10 +46,15 @@ def save_checkpoint(
     save_file({k: v.detach().contiguous().clone() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
     torch.save(trainer_state, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step}) + "\n")
-    if final.exists():  # a re-run of the same step after a resume: replace it
-        shutil.rmtree(final)
+    # A re-run of the same step (a resume, or a stall save) replaces it. The old copy moves aside first and goes only
+    # once `latest` names the new one, so a kill in between leaves a complete checkpoint under one of the two names.
+    replaced = ckpt_root / f".old-{final.name}"
+    shutil.rmtree(replaced, ignore_errors=True)
+    if final.exists():
+        final.rename(replaced)
     tmp.rename(final)
     atomic_write_text(ckpt_root / LATEST, final.name + "\n")
+    shutil.rmtree(replaced, ignore_errors=True)
     _rotate(ckpt_root, keep)
     return final
 
@@ -63,11 +68,15 @@ def _rotate(ckpt_root: Path, keep: int) -> None:
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The checkpoint `latest` names; if a kill came while that step was being replaced, its moved-aside copy."""
     pointer = ckpt_root / LATEST
     if not pointer.exists():
         return None
-    path = ckpt_root / pointer.read_text().strip()
-    return path if (path / "state.pt").exists() else None
+    name = pointer.read_text().strip()
+    for path in (ckpt_root / name, ckpt_root / f".old-{name}"):
+        if (path / "state.pt").exists():
+            return path
+    return None
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -19,7 +19,14 @@ import torch
 
 from serl.config import SerlConfig, dump_yaml
 from serl.io import append_jsonl, atomic_write_json, atomic_write_text, truncate_to
-from serl.trainer.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
+from serl.trainer.checkpoint import (
+    capture_rng,
+    export_hf,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from serl.trainer.distributed import (
     ShardedEngine,
     export_sharded,
@@ -493,6 +500,7 @@ class SerlTrainer:
             "policy": policy_state,
             "source": self.source.state_dict(),
             "carried": self.carried,
+            "rng": capture_rng(),  # the global generators (dropout, LoRA dropout); sampling has its own seeds
             "file_sizes": {str(p.relative_to(self.run_dir)): p.stat().st_size for p in self._append_only_files()},
         }
         path = save_checkpoint(
@@ -536,6 +544,8 @@ class SerlTrainer:
         self.policy.load_state_dict(state["policy"])
         self.source.load_state_dict(state["source"])
         self.carried = state["carried"]
+        if "rng" in state:  # absent in checkpoints written before it was saved
+            restore_rng(state["rng"])
         self._sync_engine()
         self.logger.info(f"resumed from {path.name}: step {self.step}, iteration {self.iteration}")
         return True
