@@ -119,7 +119,7 @@ def test_export_merges_the_adapter(lora_run: Path, base_weights: dict[str, torch
 
 
 def test_a_lora_run_resumes_exactly(tmp_path: Path) -> None:
-    """3 steps straight against 2 steps, then a resume to step 3 (the adapter, its Adam state and the RNGs come back)."""
+    """3 steps straight against 2, then a resume to step 3 (the adapter, its Adam state and the RNGs come back)."""
     pytest.importorskip("peft")
     overrides = [f"--set={o}" for o in (f"data.train_path={_write_problems(tmp_path)}", *TINY_LORA)]
     overrides += ["--set=train.num_iterations=2", "--set=train.keep_checkpoints=1"]
