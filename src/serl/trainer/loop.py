@@ -344,6 +344,7 @@ class SerlTrainer:
         stats.add_time("experience", time.perf_counter() - t0)
 
         lo, hi = cfg.reward.difficulty_low, cfg.reward.difficulty_high
+        self.logger.phase("filter", f"step {step}: difficulty {lo} ≤ majority ratio ≤ {hi}")
         passed: list[PassedGroup] = []
         ratios = []
         for i, problem in enumerate(problems):

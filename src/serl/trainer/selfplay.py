@@ -58,6 +58,7 @@ class InstructionSource:
         return [RolloutProblem(uid=f"gen-{p.id}", text=p.text, generated_id=p.id) for p in self.pools.pending()[:size]]
 
     def _generation_round(self, step: int, attempt: int, round_: int) -> None:
+        self.logger.phase("generate", f"step {step}: round {round_}, {len(self.pools.pending())} problems waiting")
         seed = self.cfg.train.seed
         rng = random.Random(derive_seed(seed, "fewshot", step, attempt, round_))
         kept = self.pools.kept()
@@ -82,6 +83,7 @@ class InstructionSource:
             seed=derive_seed(seed, "generate", step, attempt, round_),
         )
         completions = self.engine.generate(prompts, params, n=1)
+        self.logger.phase("filter", f"step {step}: quality and novelty of {len(completions)} generations")
         records = screen_responses(
             [c.text for c in completions],
             self.pools,
