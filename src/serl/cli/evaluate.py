@@ -235,6 +235,8 @@ def _make_engine(
         raise ValueError(f"unknown --engine {engine_name!r}; expected one of {', '.join(ENGINES)}")
     if engine_name == "vllm":
         tokenizer = load_tokenizer(model)
-        return make_engine("vllm", model, tokenizer, seed=seed), tokenizer
+        # alone on the GPU: vLLM's usual memory share, and no sleep mode (nothing else needs the memory)
+        options = {"gpu_memory_utilization": 0.9, "enable_sleep": False, "dtype": dtype}
+        return make_engine("vllm", model, tokenizer, seed=seed, **options), tokenizer
     policy, tokenizer = load_policy(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return make_engine("hf", policy, tokenizer, dtype=dtype), tokenizer

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serl.rollout.base import Completion, FinishReason, RolloutEngine, SamplingParams
 from serl.rollout.formats import PROMPT_FORMATS, encode_prompt, format_prompt
+
+if TYPE_CHECKING:
+    from serl.config import RolloutConfig
 
 ENGINES = ("hf", "vllm")
 
@@ -26,6 +29,23 @@ def make_engine(kind: str, model: Any, tokenizer: Any, **kwargs: Any) -> Rollout
     raise ValueError(f"unknown rollout engine {kind!r}; expected one of {', '.join(ENGINES)}")
 
 
+def engine_options(rollout: RolloutConfig, *, seed: int = 0, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """`make_engine` options from a run's rollout config, for process RANK of WORLD. vLLM also gets its GPU memory
+    share, sleep mode and a per-rank seed; with WORLD > 1, vLLM's `external_launcher` backend puts one engine on each
+    rank's own GPU inside the launcher's process group (no tensor parallelism), as TRL's colocate mode does."""
+    options: dict[str, Any] = {"max_batch_size": rollout.max_batch_size, "dtype": rollout.dtype}
+    if rollout.engine != "vllm":
+        return options
+    options |= {
+        "gpu_memory_utilization": rollout.vllm_gpu_memory_utilization,
+        "enable_sleep": rollout.vllm_enable_sleep,
+        "seed": seed + rank,
+    }
+    if world > 1:
+        options |= {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1}
+    return options
+
+
 __all__ = [
     "ENGINES",
     "PROMPT_FORMATS",
@@ -34,6 +54,7 @@ __all__ = [
     "RolloutEngine",
     "SamplingParams",
     "encode_prompt",
+    "engine_options",
     "format_prompt",
     "make_engine",
 ]

@@ -2,7 +2,13 @@
 
 vllm is imported when an engine is built, never at package import, and its absence gives a one-line error. The engine
 lives in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) so `update_weights` hands tensors to the worker directly,
-gathering each parameter first when the trainer shards them (DeepSpeed ZeRO-3, FSDP1 or FSDP2).
+gathering each parameter first when the trainer shards them (DeepSpeed ZeRO-3, FSDP1 or FSDP2). Under a multi-process
+launch each rank builds its own engine with `distributed_executor_backend="external_launcher"` (vLLM's mode for
+running inside a torchrun-style process group, as TRL's colocate mode does): one engine per rank, on that rank's GPU.
+
+Sleep mode (level 1) offloads the weights to CPU and drops the KV cache while the trainer updates the policy; the
+weights come back first for `update_weights` and the KV cache only at the next `generate`, as vLLM's documentation
+advises for RLHF weight updates, so the gathered trainer tensors never share the GPU with a KV cache.
 
 Semantics match `HFEngine`: each (prompt, sample) pair is its own request with seed `params.seed + row`, as the
 reference evaluation repeats prompts with n = 1; response ids end with the EOS or with the token that completes the
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -22,7 +28,9 @@ import torch
 from serl.rollout.base import Completion, FinishReason, SamplingParams
 from serl.rollout.formats import encode_prompts
 
-WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_orig_mod.", "module.", "_checkpoint_wrapped_module.")
+# Module names that wrappers insert into parameter names (FSDP1, torch.compile, activation checkpointing).
+WRAPPER_NAMES = frozenset({"_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module"})
+SLEEP_TAGS = ("weights", "kv_cache")  # the GPU memory that vLLM's sleep mode releases, by its tags
 
 
 def import_vllm() -> Any:
@@ -30,14 +38,15 @@ def import_vllm() -> Any:
         import vllm
     except ImportError as error:
         raise ImportError(
-            f"the vllm rollout engine needs vllm and a CUDA GPU ({error}); "
-            "install it with pip install 'serl-rl[gpu]' or use engine 'hf'"
+            f"the vllm rollout engine needs the vllm package and a CUDA GPU ({error}); install the gpu extra "
+            "with pip install 'serl-rl[gpu]', or use rollout engine 'hf'"
         ) from None
     return vllm
 
 
 class VLLMEngine:
-    """A colocated vLLM engine. `model`: a model spec or directory, or the trainer's module (its weights are synced)."""
+    """A colocated vLLM engine. `model`: a model spec or directory, or the trainer's module (its weights are synced).
+    Extra keyword arguments go to `vllm.LLM`, e.g. `distributed_executor_backend="external_launcher"`."""
 
     def __init__(
         self,
@@ -74,9 +83,13 @@ class VLLMEngine:
         )
         self._vllm = vllm
         self.enable_sleep = enable_sleep
-        self.sleeping = False
+        self._asleep: set[str] = set()  # SLEEP_TAGS released by sleep() and not yet woken
         if module is not None:
             self.update_weights(module)  # the trainer's weights may differ from those on disk
+
+    @property
+    def sleeping(self) -> bool:
+        return bool(self._asleep)
 
     def generate(
         self, prompts: list[str] | list[list[int]], params: SamplingParams, n: int = 1, *, progress: bool = False
@@ -109,24 +122,28 @@ class VLLMEngine:
         return completions
 
     def update_weights(self, source: torch.nn.Module | dict[str, torch.Tensor]) -> None:
-        """Load the trainer's weights into the vLLM model, one (gathered) parameter at a time."""
-        self.wake()
+        """Load the trainer's weights into the vLLM model, one (gathered) parameter at a time. A sharded module
+        (FSDP, ZeRO-3) is gathered here: call this on every rank. A sleeping engine gets its weights back first; its
+        KV cache stays released until the next generate."""
+        self.wake(tags=("weights",))
         target = _worker_model(self.llm)
-        for name, tensor in full_parameters(source):
-            target.load_weights([(name, tensor)])
-        with contextlib.suppress(AttributeError):
-            self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        with torch.no_grad():
+            for name, tensor in full_parameters(source):
+                target.load_weights([(name, tensor)])  # copied (and cast) into vLLM's tensor while still gathered
+        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
 
     def sleep(self) -> None:
         """Offload the weights to CPU and drop the KV cache (vLLM sleep level 1) until the next wake/generate."""
-        if self.enable_sleep and not self.sleeping:
+        if self.enable_sleep and not self._asleep:
             self.llm.sleep(level=1)
-            self.sleeping = True
+            self._asleep = set(SLEEP_TAGS)
 
-    def wake(self) -> None:
-        if self.sleeping:
-            self.llm.wake_up()
-            self.sleeping = False
+    def wake(self, tags: Iterable[str] = SLEEP_TAGS) -> None:
+        """Bring back the released memory named by TAGS (default: all of it)."""
+        pending = [tag for tag in SLEEP_TAGS if tag in self._asleep and tag in tags]
+        if pending:
+            self.llm.wake_up(tags=pending)
+            self._asleep.difference_update(pending)
 
     def _sampling_params(self, params: SamplingParams, seed: int) -> Any:
         return self._vllm.SamplingParams(
@@ -144,33 +161,78 @@ class VLLMEngine:
 
 
 def full_parameters(source: torch.nn.Module | dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor) pairs; each sharded parameter is gathered only while its pair is being consumed."""
+    """(name, full tensor) pairs under the unwrapped model's parameter names, gathering sharded parameters as they
+    are drawn: a collective under FSDP1, FSDP2 and ZeRO-3, so every rank must draw all pairs in order.
+
+    A sharded tensor is valid only until the next pair is drawn (FSDP1 and ZeRO-3 free the gathered storage when
+    their gather context exits): use it inside the loop, or clone it (`gathered_state_dict`). Only one parameter
+    (ZeRO-3, FSDP2) or the FSDP1 units enclosing the current one are gathered at a time, never the whole model."""
     if isinstance(source, dict):
         yield from source.items()
-        return
-    with _fsdp1_full_params(source):
+    elif _has_fsdp1(source):
+        yield from _fsdp1_parameters(source, "", set())
+    else:
         for name, param in source.named_parameters():
-            for prefix in WRAPPER_PREFIXES:
-                name = name.replace(prefix, "")
+            name = unwrapped_name(name)
             if hasattr(param, "ds_id"):  # DeepSpeed ZeRO-3 partition
                 import deepspeed
 
                 with deepspeed.zero.GatheredParameters([param]):
                     yield name, param.data
             elif hasattr(param.data, "full_tensor"):  # FSDP2 / DTensor shard
-                yield name, param.data.full_tensor()
+                yield name, _full_dtensor(param.data)
             else:
                 yield name, param.data
 
 
-def _fsdp1_full_params(module: torch.nn.Module) -> contextlib.AbstractContextManager:
+def gathered_state_dict(source: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The full parameters as a dict of copies, each cloned while it is gathered (valid after every gather ends).
+    A collective under FSDP / ZeRO-3. Holds one whole extra copy: prefer streaming `full_parameters`."""
+    return {name: tensor.detach().clone() for name, tensor in full_parameters(source)}
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter name without the components that FSDP1, DDP/DeepSpeed (`module.`) or torch.compile insert."""
+    parts = [part for part in name.split(".") if part not in WRAPPER_NAMES]
+    if parts and parts[0] == "module":
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def _has_fsdp1(module: torch.nn.Module) -> bool:
     try:
         from torch.distributed.fsdp import FullyShardedDataParallel
     except ImportError:
-        return contextlib.nullcontext()
-    if not any(isinstance(m, FullyShardedDataParallel) for m in module.modules()):
-        return contextlib.nullcontext()
-    return FullyShardedDataParallel.summon_full_params(module, writeback=False)
+        return False
+    return any(isinstance(m, FullyShardedDataParallel) for m in module.modules())
+
+
+def _fsdp1_parameters(module: torch.nn.Module, prefix: str, seen: set[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """FSDP1: each unit gathers only its own parameters (`recurse=False`) while its inner units are walked, so the
+    units on the path from the root are full at once, never the whole model. Entering the root first runs FSDP's lazy
+    initialization as a forward pass would (summoning an inner unit first breaks it)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    unit = isinstance(module, FSDP)
+    gathered = FSDP.summon_full_params(module, recurse=False, writeback=False) if unit else contextlib.nullcontext()
+    with gathered:
+        for child_name, child in module.named_children():
+            yield from _fsdp1_parameters(child, f"{prefix}{child_name}.", seen)
+        if unit:
+            for name, param in module.named_parameters():
+                full_name = unwrapped_name(prefix + name)
+                if full_name in seen or full_name.endswith("_flat_param"):  # an inner unit's, already yielded
+                    continue
+                seen.add(full_name)
+                yield full_name, param.data
+
+
+def _full_dtensor(tensor: Any) -> torch.Tensor:
+    """All-gather a DTensor into a new plain tensor (its own storage), on the mesh's device (FSDP2 CPU offload)."""
+    device_type = tensor.device_mesh.device_type
+    if tensor.device.type != device_type:
+        tensor = tensor.to(device_type)
+    return tensor.full_tensor()
 
 
 def _worker_model(llm: Any) -> Any:
@@ -181,7 +243,8 @@ def _worker_model(llm: Any) -> Any:
         executor = engine.engine_core.engine_core.model_executor
     worker = executor.driver_worker
     worker = getattr(worker, "worker", worker)  # V1 wraps the worker
-    return worker.model_runner.model
+    runner = worker.model_runner
+    return runner.get_model() if hasattr(runner, "get_model") else runner.model
 
 
 def _finish_reason(reason: str | None, stop_reason: int | str | None) -> FinishReason:

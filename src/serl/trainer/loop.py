@@ -145,13 +145,15 @@ class SerlTrainer:
         return reference
 
     def _make_engine(self) -> Any:
-        from serl.rollout import make_engine
+        from serl.rollout import engine_options, make_engine
 
         cfg = self.cfg
         engine_model: Any = self.model
-        options: dict[str, Any] = {"max_batch_size": cfg.rollout.max_batch_size, "dtype": cfg.rollout.dtype}
-        if cfg.rollout.engine == "vllm" and self.lora:
-            engine_model = cfg.model.policy  # vLLM holds plain weights; the merged adapter is synced in after each step
+        options = engine_options(cfg.rollout, seed=cfg.train.seed, rank=self.rank, world=self.world)
+        if cfg.rollout.engine == "vllm":
+            # vLLM loads its own copy and copies the (still unsharded) module's weights in once, keeping no reference;
+            # with LoRA it holds the base weights and the merged adapter is synced in after each step
+            engine_model = cfg.model.policy if self.lora else self.model
         elif shards_parameters(self.accelerator):
             engine_model = copy.deepcopy(self.model)  # FSDP/ZeRO-3 shard the policy; decoding needs whole weights
         elif self.lora:
@@ -166,9 +168,14 @@ class SerlTrainer:
 
             self.engine.update_weights(lora_merged_weights(self.model))
         elif shards_parameters(self.accelerator):
-            from serl.rollout.vllm import full_parameters
+            # Every rank joins each gather, and each full tensor is loaded while it is gathered: no whole copy is built.
+            if self.cfg.rollout.engine == "vllm":
+                self.engine.update_weights(self.policy.model)  # VLLMEngine gathers parameter by parameter
+            else:
+                from serl.rollout.vllm import full_parameters
 
-            self.engine.update_weights(dict(full_parameters(self.policy.model)))  # every rank gathers each shard
+                for name, tensor in full_parameters(self.policy.model):
+                    self.engine.update_weights({name: tensor})
         else:
             self.engine.update_weights(self.model)
 
