@@ -1,13 +1,14 @@
 """Self-instruction end to end with the embedded model: generation rounds, fates, the log and `serl generate`.
 
 The model's samples are not asserted (they differ across CPUs); the bookkeeping around them is: every parsed item
-gets exactly one first fate, every accepted one exactly one difficulty fate, and the pools rebuilt from the log
-equal the live ones.
+gets exactly one first fate, every accepted one exactly one difficulty fate, the pools rebuilt from the log
+equal the live ones, and the fate table counts each candidate once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import random
 from collections import Counter
@@ -17,9 +18,7 @@ import pytest
 from serl.selfinstruct import Pools, rebuild_pools
 from serl.selfinstruct.pools import InstructionLog
 from serl.selfinstruct.prompts import Instruction
-from serl.selfinstruct.standalone import generate_problems
-
-pytestmark = pytest.mark.slow
+from serl.selfinstruct.standalone import GenerationOutcome, generate_problems
 
 SEEDS = [
     "Tom has 3 apples and buys 4 more. How many apples does he have now?",
@@ -39,6 +38,7 @@ def engine_and_tokenizer():
     return HFEngine(model, tokenizer), tokenizer
 
 
+@pytest.mark.slow
 def test_rounds_log_every_candidate_and_rebuild_exactly(engine_and_tokenizer, tmp_path):
     engine, tokenizer = engine_and_tokenizer
     pools = Pools(seeds=SEEDS)
@@ -62,6 +62,7 @@ def test_rounds_log_every_candidate_and_rebuild_exactly(engine_and_tokenizer, tm
     assert outcome.rounds == 2 and rounds_seen == [1, 2]
     lines = [json.loads(x) for x in (tmp_path / "instructions" / "iter_0001.jsonl").read_text().splitlines()]
     assert Counter(line["fate"] for line in lines) == outcome.fates
+    assert outcome.candidates == len([line for line in lines if "text" in line])  # first fates only
     first = [line for line in lines if "text" in line]
     assert [line["id"] for line in first] == list(range(len(first))) and pools.next_id == len(first)
     accepted = [line["id"] for line in first if line["fate"] == "accepted"]
@@ -73,6 +74,61 @@ def test_rounds_log_every_candidate_and_rebuild_exactly(engine_and_tokenizer, tm
     assert dataclasses.asdict(rebuilt) == dataclasses.asdict(pools)
 
 
+def _table_rows(text: str) -> dict[str, tuple[int, str]]:
+    """{fate: (count, share)} from a rendered fate table."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+        if len(cells) == 3 and cells[1].isdigit():
+            rows[cells[0]] = (int(cells[1]), cells[2])
+    return rows
+
+
+def _table_total(text: str) -> int:
+    return int(text.split("Fates of ", 1)[1].split()[0])
+
+
+def _render(outcome: GenerationOutcome, difficulty: bool) -> str:
+    from rich.console import Console
+
+    from serl.cli.generate import _fate_table
+
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(_fate_table(outcome, difficulty))
+    return console.export_text()
+
+
+def test_fate_table_counts_each_candidate_once_and_difficulty_fates_of_the_accepted():
+    fates = {"accepted": 4, "rejected:rule:too_short": 3, "rejected:rule:digits": 1, "rejected:novelty": 2}
+    outcome = GenerationOutcome(problems=[], fates=Counter(fates, kept=1, **{"rejected:difficulty": 3}))
+    assert outcome.candidates == 10  # the 4 later fates belong to the 4 accepted candidates
+    text = _render(outcome, difficulty=True)
+    assert _table_total(text) == 10
+    assert _table_rows(text) == {
+        "accepted": (4, "40.0%"),
+        "rejected:rule:digits": (1, "10.0%"),
+        "rejected:rule:too_short": (3, "30.0%"),
+        "rejected:novelty": (2, "20.0%"),
+        "kept": (1, "25.0% of accepted"),
+        "rejected:difficulty": (3, "75.0% of accepted"),
+    }
+    plain = GenerationOutcome(problems=[], fates=Counter(fates))
+    assert _table_total(_render(plain, difficulty=False)) == 10
+    assert set(_table_rows(_render(plain, difficulty=False))) == set(fates)
+    empty = _table_rows(_render(GenerationOutcome(problems=[]), difficulty=True))
+    assert empty["accepted"] == (0, "-") and empty["kept"] == (0, "-")  # no division by zero
+
+
+def test_round_line_counts_candidates_not_log_lines():
+    from serl.cli.generate import _round_line
+
+    fates = Counter({"accepted": 2, "rejected:rule:too_short": 1, "kept": 1, "rejected:difficulty": 1})
+    outcome = GenerationOutcome(problems=[{}], fates=fates, rounds=3, seconds=7.2)
+    line = _round_line(outcome, 5, difficulty=True)
+    assert line == "round 3: 1/5 problems | 3 candidates: rules -1, novelty -0, difficulty -1 | 7 s"
+
+
+@pytest.mark.slow
 def test_serl_generate_cli_prints_the_fate_table_and_writes_jsonl(tmp_path):
     from typer.testing import CliRunner
 
@@ -80,16 +136,19 @@ def test_serl_generate_cli_prints_the_fate_table_and_writes_jsonl(tmp_path):
 
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"question": s}) + "\n" for s in SEEDS))
-    out = tmp_path / "problems.jsonl"
-    args = ["generate", "--n", "1", "--seeds", str(seeds), "--input-key", "question", "--out", str(out)]
-    args += ["--max-new-tokens", "40", "--prompts-per-round", "2", "--max-rounds", "1", "--shots", "3"]
-    result = CliRunner().invoke(app, args)
-    assert "Fates of" in result.stdout and "rejected:novelty" in result.stdout
+    out, run_dir, n = tmp_path / "problems.jsonl", tmp_path / "run", 2
+    args = ["generate", "--n", str(n), "--seeds", str(seeds), "--input-key", "question", "--out", str(out)]
+    args += ["--max-new-tokens", "40", "--prompts-per-round", "2", "--max-rounds", "6", "--shots", "3"]
+    result = CliRunner().invoke(app, [*args, "--run-dir", str(run_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    total, rows = _table_total(result.stdout), _table_rows(result.stdout)
+    assert sum(count for count, _ in rows.values()) == total > 0  # every candidate in exactly one row
+    lines = [json.loads(x) for x in (run_dir / "instructions" / "iter_0001.jsonl").read_text().splitlines()]
+    assert total == len(lines) and Counter(line["fate"] for line in lines) == {k: c for k, (c, _) in rows.items() if c}
     problems = [json.loads(line) for line in out.read_text().splitlines()]
-    if result.exit_code == 0:
-        assert len(problems) == 1 and problems[0]["problem"] and "novelty_score" in problems[0]
-    else:  # the model wrote nothing usable in one round: a one-line error, an empty output file
-        assert result.exit_code == 2 and problems == [] and "raise --max-rounds" in result.stderr
+    accepted = [line["id"] for line in lines if line["fate"] == "accepted"]
+    assert rows["accepted"][0] >= n  # the last round may overshoot N: the JSONL holds the first N accepted
+    assert [p["id"] for p in problems] == accepted[:n] and all(p["problem"] and "novelty_score" in p for p in problems)
 
 
 def test_serl_generate_bad_seeds_is_a_one_line_error(tmp_path):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from serl.cli.app import app
+
+if TYPE_CHECKING:
+    from serl.selfinstruct.standalone import GenerationOutcome
 
 
 @app.command()
@@ -84,7 +87,7 @@ def generate(
     except (ValueError, OSError) as err:  # DataError, ModelSpecError and bad prompt files are ValueErrors
         _fail(str(err))
     _write_output(out, outcome.problems)
-    Console().print(_fate_table(outcome.fates, rollouts > 0))
+    Console().print(_fate_table(outcome, rollouts > 0))
     summary = f"{len(outcome.problems)} problems in {outcome.rounds} rounds, {outcome.seconds:.0f} s -> {out}"
     if len(outcome.problems) < n:
         _fail(f"only {summary}; raise --max-rounds or check the model's outputs")
@@ -124,11 +127,11 @@ def _load(
     return HFEngine(policy, tokenizer), tokenizer, pools, instruction
 
 
-def _round_line(outcome: Any, n: int, difficulty: bool) -> str:
+def _round_line(outcome: GenerationOutcome, n: int, difficulty: bool) -> str:
     fates = outcome.fates
     rules = sum(v for k, v in fates.items() if k.startswith("rejected:rule:"))
     line = (
-        f"round {outcome.rounds}: {len(outcome.problems)}/{n} problems | {sum(fates.values())} candidates: "
+        f"round {outcome.rounds}: {len(outcome.problems)}/{n} problems | {outcome.candidates} candidates: "
         f"rules -{rules}, novelty -{fates['rejected:novelty']}"
     )
     if difficulty:
@@ -144,17 +147,24 @@ def _write_output(path: Path, problems: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in problems))
 
 
-def _fate_table(fates: dict[str, int], difficulty: bool) -> Any:
+def _fate_rows(outcome: GenerationOutcome, difficulty: bool) -> list[tuple[str, int, str]]:
+    """(fate, count, share) per row. Screening fates are shares of the candidates and sum to them; only
+    accepted problems are difficulty-scored, so kept / rejected:difficulty are shares of (and sum to) those."""
+    fates, total, accepted = outcome.fates, outcome.candidates, outcome.fates["accepted"]
+    rules = sorted(k for k in fates if k.startswith("rejected:rule:"))
+    rows = [(fate, fates[fate], total, "") for fate in ["accepted", *rules, "rejected:novelty"]]
+    if difficulty:
+        rows += [(fate, fates[fate], accepted, " of accepted") for fate in ("kept", "rejected:difficulty")]
+    return [(fate, count, f"{count / of:.1%}{unit}" if of else "-") for fate, count, of, unit in rows]
+
+
+def _fate_table(outcome: GenerationOutcome, difficulty: bool) -> Any:
     from rich.table import Table
 
-    total = sum(fates.values())
-    table = Table(title=f"Fates of {total} candidate problems")
+    table = Table(title=f"Fates of {outcome.candidates} candidate problems")
     table.add_column("fate")
     table.add_column("count", justify="right")
     table.add_column("share", justify="right")
-    rules = sorted(k for k in fates if k.startswith("rejected:rule:"))
-    rows = ["accepted", *rules, "rejected:novelty"] + (["kept", "rejected:difficulty"] if difficulty else [])
-    for fate in rows:
-        count = fates.get(fate, 0)
-        table.add_row(fate, str(count), f"{count / total:.1%}" if total else "-")
+    for fate, count, share in _fate_rows(outcome, difficulty):
+        table.add_row(fate, str(count), share)
     return table

@@ -17,7 +17,7 @@ from typing import Any
 from serl.rollout.base import RolloutEngine, SamplingParams
 from serl.selfinstruct.difficulty import difficulty_fate
 from serl.selfinstruct.novelty import NoveltyIndex
-from serl.selfinstruct.pools import GeneratedProblem, InstructionLog, Pools, fate_record
+from serl.selfinstruct.pools import CANDIDATE_FATES, GeneratedProblem, InstructionLog, Pools, fate_record
 from serl.selfinstruct.prompts import Instruction, build_generation_prompt, generation_params
 from serl.selfinstruct.screen import NoveltyScope, screen_responses
 
@@ -25,9 +25,21 @@ from serl.selfinstruct.screen import NoveltyScope, screen_responses
 @dataclass
 class GenerationOutcome:
     problems: list[dict[str, Any]]  # the first N problems that passed every filter, as output records
-    fates: Counter[str] = field(default_factory=Counter)  # candidates per fate, over all rounds
+    # log lines per fate over all rounds: each candidate's screening fate, then (rollouts > 0) an accepted
+    # problem's kept / rejected:difficulty, so the values sum to more than the candidates; see `candidates`
+    fates: Counter[str] = field(default_factory=Counter)
     rounds: int = 0
     seconds: float = 0.0
+
+    @property
+    def candidates(self) -> int:
+        """Candidates screened: each got exactly one screening fate (accepted, rejected:rule:*, :novelty)."""
+        return sum(v for k, v in self.fates.items() if is_screening_fate(k))
+
+
+def is_screening_fate(fate: str) -> bool:
+    """True for a candidate's first fate, False for the later ones of an accepted problem (kept, ...)."""
+    return fate in CANDIDATE_FATES or fate.startswith("rejected:rule:")
 
 
 def generate_problems(
