@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/bench_rollout.py --no-baseline --variant hf.SHARE_PREFILL=0 --variant dtype=bfloat16
 
 A variant is comma-separated HFEngine settings (`dtype=bfloat16,num_threads=1`) and `hf.NAME=value` switches of
-`serl.rollout.hf` (BUCKET_BY_LENGTH, SHARE_PREFILL, DROP_FRACTION; 0 turns a switch off, DROP_FRACTION=2 never drops).
+`serl.rollout.hf` (BUCKET_BY_LENGTH, SHARE_PREFILL, DROP_FRACTION; 0 turns a switch off, DROP_FRACTION=2 never drops)
+or `decoders.SEGMENTS=0` (one KV cache for the whole batch instead of one per length segment).
 
 Both sides sample at temperature 1 (no top-k/top-p) with the same rows per batch; tokens are counted up to and
 including the EOS. The ceiling is the measured fp32 matmul rate (2048^3, the same threads) divided by the FLOPs of
@@ -26,7 +27,7 @@ import torch
 
 from serl.data import load_problems
 from serl.models import load_policy
-from serl.rollout import SamplingParams, format_prompt, hf
+from serl.rollout import SamplingParams, decoders, format_prompt, hf
 from serl.rollout.hf import HFEngine
 
 SEED_SET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "math" / "seed_math_train_500.jsonl"
@@ -99,17 +100,21 @@ def is_number(text: str) -> bool:
     return True
 
 
+SWITCH_MODULES = {"hf": hf, "decoders": decoders}  # --variant hf.SHARE_PREFILL=0, --variant decoders.SEGMENTS=0
+
+
 @contextlib.contextmanager
 def patched(switches: dict) -> Iterator[None]:
-    """Set `serl.rollout.hf` module switches (e.g. SHARE_PREFILL=0) for one run, then restore them."""
-    saved = {name: getattr(hf, name) for name in switches}
-    for name, value in switches.items():
-        setattr(hf, name, type(saved[name])(value))
+    """Set module switches (`hf.SHARE_PREFILL`, `decoders.SEGMENTS`, ...) for one run, then restore them."""
+    targets = {key: (SWITCH_MODULES[key.split(".")[0]], key.split(".", 1)[1]) for key in switches}
+    saved = {key: getattr(module, name) for key, (module, name) in targets.items()}
+    for key, (module, name) in targets.items():
+        setattr(module, name, type(saved[key])(switches[key]))
     try:
         yield
     finally:
-        for name, value in saved.items():
-            setattr(hf, name, value)
+        for key, (module, name) in targets.items():
+            setattr(module, name, saved[key])
 
 
 def main() -> None:
@@ -142,8 +147,8 @@ def main() -> None:
         for part in text.split(","):
             setting = parse_variant(part)
             key = next(iter(setting))
-            if key.startswith("hf."):
-                switches.setdefault(text, {})[key[3:]] = setting[key]
+            if key.split(".")[0] in SWITCH_MODULES:
+                switches.setdefault(text, {})[key] = setting[key]
             else:
                 settings[key] = int(setting[key]) if isinstance(setting[key], float) else setting[key]
         engines[text] = HFEngine(model, tokenizer, **{"max_batch_size": args.rows, **settings})

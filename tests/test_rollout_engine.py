@@ -13,6 +13,7 @@ import torch
 
 from serl.models import load_policy
 from serl.rollout import SamplingParams, make_engine
+from serl.rollout.decoders import split_by_length
 from serl.rollout.formats import encode_prompt
 
 pytestmark = pytest.mark.slow
@@ -66,6 +67,23 @@ def greedy(max_new_tokens: int = SHORT, **kwargs) -> SamplingParams:
 
 def sampled(seed: int | None, **kwargs) -> SamplingParams:
     return SamplingParams(temperature=1.0, max_new_tokens=SHORT, seed=seed, **kwargs)
+
+
+def test_prompts_of_very_different_lengths_in_one_batch_decode_as_alone(engine, policy):
+    """A 300-token prompt beside short ones: the HF engine gives them separate KV-cache segments
+    (`decoders.split_by_length`); every greedy completion must still equal that prompt decoded alone."""
+    model, tokenizer = policy
+    long_prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 30) + " Repeat the last word:"
+    prompts = [PROMPTS[0], long_prompt, PROMPTS[1]]
+    lengths = [len(encode_prompt(tokenizer, p)) for p in prompts]
+    assert split_by_length(sorted(lengths), [2, 2, 2], reserve=SHORT) != [(0, 3)]  # the batch is really split
+    completions = engine.generate(prompts, greedy(), n=2)
+    for index, prompt in enumerate(prompts):
+        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
+        with torch.inference_mode():
+            reference = model.generate(ids, do_sample=False, max_new_tokens=SHORT, attention_mask=torch.ones_like(ids))
+        for completion in completions[2 * index : 2 * index + 2]:
+            assert completion.response_ids == reference[0, ids.shape[1] :].tolist(), prompt[:40]
 
 
 def test_greedy_matches_hf_generate_on_each_prompt_alone(engine, policy):

@@ -61,11 +61,68 @@ def _fused(*linears: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None
     return weight, torch.cat([linear.bias for linear in linears])
 
 
-class StaticLlamaDecoder:
-    """Llama-family forward over a KV cache allocated once per batch and grown by CACHE_BLOCK positions when full.
+SEGMENT_OVERHEAD = 256  # cost of one more attention segment per decode step, in (row x cache position) units
+SEGMENTS = True  # switch for benchmarks/bench_rollout.py's ablation: False keeps one cache for the whole batch
 
-    The fused projection weights are built when the decoder is (once per batch), so a model that the trainer updates
-    in place is always current.
+
+def split_by_length(lengths: list[int], copies: list[int], reserve: int) -> list[tuple[int, int]]:
+    """Contiguous ranges of prompts (sorted by length) that get a KV cache each, chosen to minimise the cache
+    positions the decode steps read: sum over ranges of rows x (longest prompt + reserve / 2), plus SEGMENT_OVERHEAD
+    per range. Exact, by dynamic programming over the split points (a batch holds a few hundred prompts at most).
+
+    One cache for a whole batch pads every row to its longest prompt; with chat prompts of 60 to 400 tokens most of
+    the attention would then read padding.
+    """
+    count = len(lengths)
+    if not SEGMENTS or count <= 1:
+        return [(0, count)]
+    best = [0.0] + [float("inf")] * count  # best[j]: cheapest split of prompts[:j]
+    cut = [0] * (count + 1)
+    for j in range(1, count + 1):
+        rows, longest = 0, 0
+        for i in range(j - 1, -1, -1):  # the last range is prompts[i:j]
+            rows, longest = rows + copies[i], max(longest, lengths[i])
+            cost = best[i] + rows * (longest + reserve / 2) + SEGMENT_OVERHEAD
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    ranges, j = [], count
+    while j > 0:
+        ranges.append((cut[j], j))
+        j = cut[j]
+    return ranges[::-1]
+
+
+class _Segment:
+    """The KV cache of a contiguous block of rows whose prompts have similar lengths."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, length: int):
+        self.keys, self.values = keys, values  # [layers, rows, kv_heads, capacity, head_dim]
+        self.valid = valid  # [rows, capacity]: the keys each row may attend to (left padding is not)
+        self.length = length  # columns written so far, the same for all rows of the segment
+
+    @property
+    def rows(self) -> int:
+        return self.valid.shape[0]
+
+    def select(self, index: torch.Tensor) -> None:
+        self.keys, self.values, self.valid = self.keys[:, index], self.values[:, index], self.valid[index]
+
+    def make_room(self) -> None:
+        """Mark the next column valid, growing the cache by CACHE_BLOCK positions when it is full."""
+        if self.length == self.keys.shape[3]:
+            pad = (0, 0, 0, CACHE_BLOCK)  # F.pad starts from the last dim: head_dim by 0, positions by one block
+            self.keys, self.values = F.pad(self.keys, pad), F.pad(self.values, pad)
+            self.valid = F.pad(self.valid, (0, CACHE_BLOCK))
+        self.valid[:, self.length] = True
+
+
+class StaticLlamaDecoder:
+    """Llama-family forward over pre-allocated KV caches, grown by CACHE_BLOCK positions when full.
+
+    The rows of a batch are split into segments of similar prompt length (`split_by_length`), each with its own
+    cache: the projections, MLPs and LM head run on all rows at once (large matmuls), attention runs per segment over
+    that segment's cache only. The fused projection weights are built when the decoder is (once per batch), so a
+    model that the trainer updates in place is always current.
     """
 
     def __init__(self, model: torch.nn.Module, reserve: int):
@@ -80,59 +137,77 @@ class StaticLlamaDecoder:
              _fused(layer.mlp.gate_proj, layer.mlp.up_proj))
             for layer in model.model.layers
         ]  # fmt: skip
-        self.keys = self.values = self.valid = self.positions = torch.empty(0)
-        self.length = 0  # cache columns written so far, the same for all rows
+        self.segments: list[_Segment] = []
+        self.positions = torch.empty(0)  # the next RoPE position of every row
 
     def prefill(self, prompts: list[list[int]], copies: list[int], pad_id: int) -> torch.Tensor:
+        logits, positions = [], []
+        for lo, hi in split_by_length([len(p) for p in prompts], copies, self.reserve):
+            segment_logits, segment_positions = self._prefill_segment(prompts[lo:hi], copies[lo:hi], pad_id)
+            logits.append(segment_logits)
+            positions.append(segment_positions)
+        self.positions = torch.cat(positions)
+        return torch.cat(logits)
+
+    def _prefill_segment(
+        self, prompts: list[list[int]], copies: list[int], pad_id: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.model.lm_head.weight.device
         input_ids, mask = left_pad(prompts, pad_id, device)
         width = input_ids.shape[1]
         expand = torch.repeat_interleave(torch.arange(len(prompts), device=device), torch.tensor(copies, device=device))
         shape = (len(self.layers), len(expand), self.kv_heads, width + self.reserve, self.head_dim)
         dtype = self.model.lm_head.weight.dtype
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.valid = F.pad(mask[expand], (0, self.reserve))  # the keys each row may attend to
+        segment = _Segment(
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+            F.pad(mask[expand], (0, self.reserve)),
+            width,
+        )
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
         # A pad query attends to itself: no all-masked softmax rows, whose NaNs would leak into the cache.
         attend = (causal & mask[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
-        hidden = self._run(input_ids, positions, attend[:, None], expand=expand)
-        self.positions = positions[expand, -1] + 1  # the next RoPE position of every row
-        self.length = width
-        return self._logits(hidden[expand, -1])
+        hidden = self._run(input_ids, positions, prefill=(segment, expand, attend[:, None]))
+        self.segments.append(segment)
+        return self._logits(hidden[expand, -1]), positions[expand, -1] + 1
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.length == self.keys.shape[3]:
-            self._grow()
-        self.valid[:, self.length] = True
-        attend = self.valid[:, None, None, : self.length + 1]
-        hidden = self._run(tokens[:, None], self.positions[:, None], attend)
+        for segment in self.segments:
+            segment.make_room()
+        hidden = self._run(tokens[:, None], self.positions[:, None])
         self.positions = self.positions + 1
-        self.length += 1
+        for segment in self.segments:
+            segment.length += 1
         return self._logits(hidden[:, -1])
 
     def keep(self, index: torch.Tensor) -> None:
-        self.keys, self.values = self.keys[:, index], self.values[:, index]
-        self.valid, self.positions = self.valid[index], self.positions[index]
-
-    def _grow(self) -> None:
-        pad = (0, 0, 0, CACHE_BLOCK)  # F.pad starts from the last dim: head_dim by 0, positions by one block
-        self.keys, self.values = F.pad(self.keys, pad), F.pad(self.values, pad)
-        self.valid = F.pad(self.valid, (0, CACHE_BLOCK))
+        """Keep only the rows at INDEX (ascending, as the engine passes them), segment by segment."""
+        kept, start = [], 0
+        for segment in self.segments:
+            inside = index[(index >= start) & (index < start + segment.rows)] - start
+            start += segment.rows
+            if len(inside):
+                segment.select(inside)
+                kept.append(segment)
+        self.segments = kept
+        self.positions = self.positions[index]
 
     def _run(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, attend: torch.Tensor, expand: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        prefill: tuple[_Segment, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Hidden states after the last layer. Prefill (`expand` given) stores every position's keys and values for the
-        expanded rows; a decode step stores one column and attends over the cache."""
+        """Hidden states after the last layer. Prefill (one segment's prompts, each once) stores every position's
+        keys and values for the segment's rows (`expand` maps rows to prompts); a decode step stores one column per
+        segment and attends over each segment's cache."""
         backbone = self.model.model
         hidden = backbone.embed_tokens(input_ids)
         cos, sin = backbone.rotary_emb(hidden, positions)
         cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
         batch, width, _ = hidden.shape
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        column = self.length
         for index, (layer, (qkv_weight, qkv_bias), (gate_up_weight, gate_up_bias)) in enumerate(self.layers):
             attention = layer.self_attn
             q, k, v = F.linear(layer.input_layernorm(hidden), qkv_weight, qkv_bias).split(
@@ -142,19 +217,35 @@ class StaticLlamaDecoder:
             k = k.view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
             v = v.view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            if expand is not None:
-                self.keys[index, :, :, :width], self.values[index, :, :, :width] = k[expand], v[expand]
-            else:
-                self.keys[index, :, :, column : column + 1], self.values[index, :, :, column : column + 1] = k, v
-                k, v = self.keys[index, :, :, : column + 1], self.values[index, :, :, : column + 1]
-            if width == 1:  # a decode step: the query heads sharing a KV head become that head's query rows
+            if prefill is not None:
+                segment, expand, attend = prefill
+                segment.keys[index, :, :, :width], segment.values[index, :, :, :width] = k[expand], v[expand]
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attend, scale=attention.scaling, enable_gqa=True
+                )
+            else:  # the query heads sharing a KV head become that head's query rows
                 q = q.reshape(batch, self.kv_heads, self.heads // self.kv_heads, self.head_dim)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, scale=attention.scaling, enable_gqa=True)
+                out = torch.cat(self._decode_attention(index, q, k, v, attention.scaling))
             out = out.reshape(batch, self.heads, width, self.head_dim)
             hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(batch, width, q_size))
             gate, up = F.linear(layer.post_attention_layernorm(hidden), gate_up_weight, gate_up_bias).chunk(2, dim=-1)
             hidden = hidden + layer.mlp.down_proj(F.silu(gate) * up)
         return hidden
+
+    def _decode_attention(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+    ) -> list[torch.Tensor]:
+        """One decode step's attention, segment by segment: write this step's key and value, attend over the cache."""
+        outputs, start = [], 0
+        for segment in self.segments:
+            rows, column = slice(start, start + segment.rows), segment.length
+            start += segment.rows
+            segment.keys[layer, :, :, column : column + 1] = k[rows]
+            segment.values[layer, :, :, column : column + 1] = v[rows]
+            keys, values = segment.keys[layer, :, :, : column + 1], segment.values[layer, :, :, : column + 1]
+            attend = segment.valid[:, None, None, : column + 1]
+            outputs.append(F.scaled_dot_product_attention(q[rows], keys, values, attn_mask=attend, scale=scale))
+        return outputs
 
     def _logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(self.model.model.norm(last_hidden)).float()
