@@ -260,7 +260,8 @@ class SerlTrainer:
         metrics.update({f"time/{k}_s": round(v, 3) for k, v in stats.times.items()})
         metrics["time/step_s"] = round(time.perf_counter() - started, 3)
         metrics["attempts"] = stats.attempts
-        if cfg.eval.every and step % cfg.eval.every == 0 and self.step_in_iteration < self.steps_per_iteration:
+        ends_iteration = self.step_in_iteration >= self.steps_per_iteration or step >= self.total_steps
+        if cfg.eval.every and step % cfg.eval.every == 0 and not ends_iteration:  # the iteration end evaluates anyway
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
         return metrics
 
