@@ -490,7 +490,7 @@ class SerlTrainer:
         files = [self.run_dir / "metrics.jsonl"]
         for sub in ("instructions", "rollouts", "eval"):
             files.extend(sorted((self.run_dir / sub).glob("*.jsonl")))
-        return files
+        return [file for file in files if file.exists()]  # a stall before step 1 leaves no metrics.jsonl yet
 
     def save(self) -> Path:
         """A resumable checkpoint, written by rank 0: unwrapped weights and state that no world size is baked into."""
