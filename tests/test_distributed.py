@@ -202,3 +202,36 @@ def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tm
         trainer.train(torch.load(run_dir / "debug" / "batch_step_000003.pt", weights_only=False))
     resumed, _ = load_checkpoint(run_dir / "checkpoints" / "step_000003")
     assert _max_abs_diff(model.state_dict(), resumed) < 1e-6
+
+
+def test_self_instruction_is_shared_out_and_every_rank_keeps_the_same_pools(tmp_path: Path) -> None:
+    """serl mode on 2 processes: each rank generates half of a round's candidates, the candidates are all-gathered,
+    and each rank screens them itself. Both ranks must write the same instruction log (rank 1 into its scratch
+    folder) and end the step with the same weights."""
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists():
+        pytest.skip("accelerate launcher not installed")
+    overrides = [o for o in _tiny(tmp_path / "unused.jsonl") if not o.startswith(("train.mode", "data.train_path"))]
+    overrides += [
+        "train.mode=serl",
+        "train.max_steps=1",
+        "selfinstruct.generation_batch_size=4",  # two prompts per rank and round
+        "selfinstruct.max_new_tokens=48",
+        "train.max_attempts_per_step=20",
+    ]
+    run_dir = tmp_path / "run"
+    launch = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CONFIG), "--main_process_port"]
+    proc = subprocess.run(
+        [*launch, str(_free_port()), *_train_command(run_dir, overrides)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rank0 = read_jsonl(run_dir / "instructions" / "iter_0001.jsonl")[0]
+    rank1 = read_jsonl(run_dir / ".ranks" / "rank1" / "instructions" / "iter_0001.jsonl")[0]
+    assert len(rank0) >= 2 and rank0 == rank1
+    assert {r["fate"] for r in rank0} >= {"trained"}
+    weights0, weights1 = _weights(run_dir, 0, 1), _weights(run_dir, 1, 1)
+    assert all(torch.equal(weights0[k], weights1[k]) for k in weights0)
