@@ -142,6 +142,7 @@ def test_update_equals_one_process_on_the_same_global_batch(two_process_run) -> 
     from serl.models import load_policy
 
     run_dir, overrides = two_process_run
+    logged = read_jsonl(run_dir / "metrics.jsonl")[0]
     model, _ = load_policy()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = _single_process_trainer(overrides, model)
@@ -153,7 +154,10 @@ def test_update_equals_one_process_on_the_same_global_batch(two_process_run) -> 
             again = trainer.make_experience(batch.prompt_ids, batch.response_ids, batch.rewards, group_size=4)
             torch.testing.assert_close(again.old_logprobs, batch.old_logprobs, atol=1e-6, rtol=0)
             torch.testing.assert_close(again.advantages, batch.advantages, atol=1e-5, rtol=0)
-            trainer.train(batch)
+            metrics = trainer.train(batch)
+            # the metrics the ranks reduced are the one-process metrics of the same batch
+            for key in ("loss", "policy_loss", "kl", "entropy", "clip_frac", "grad_norm"):
+                assert logged[step - 1][f"train/{key}"] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), key
             expected = _weights(run_dir, 0, step)
             ours = _update(before, model.state_dict())
             theirs = _update(before, expected)
