@@ -90,6 +90,11 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
     train_path.write_text("".join(json.dumps({"problem": q, "answer": a}) + "\n" for q, a in PROBLEMS))
     overrides = _tiny(train_path)
     run_dir = root / "run"
+    _launch_two_processes(accelerate, run_dir, overrides)
+    return run_dir, overrides
+
+
+def _launch_two_processes(accelerate: Path, run_dir: Path, overrides: list[str]) -> None:
     launch = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CONFIG), "--main_process_port"]
     proc = subprocess.run(
         [*launch, str(_free_port()), *_train_command(run_dir, overrides)],
@@ -99,7 +104,6 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir, overrides
 
 
 def _weights(run_dir: Path, rank: int, step: int) -> dict[str, torch.Tensor]:
@@ -224,15 +228,7 @@ def test_self_instruction_is_shared_out_and_every_rank_keeps_the_same_pools(tmp_
         "train.max_attempts_per_step=20",
     ]
     run_dir = tmp_path / "run"
-    launch = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CONFIG), "--main_process_port"]
-    proc = subprocess.run(
-        [*launch, str(_free_port()), *_train_command(run_dir, overrides)],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _launch_two_processes(accelerate, run_dir, overrides)
     rank0 = read_jsonl(run_dir / "instructions" / "iter_0001.jsonl")[0]
     rank1 = read_jsonl(run_dir / ".ranks" / "rank1" / "instructions" / "iter_0001.jsonl")[0]
     assert len(rank0) >= 2 and rank0 == rank1
