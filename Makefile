@@ -8,6 +8,9 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint bench clean-venv
 
+# No pip cache: a CI machine's disk may be small, and each wheel is installed once per venv anyway.
+export PIP_NO_CACHE_DIR := 1
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"

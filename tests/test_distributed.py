@@ -81,7 +81,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
     accelerate = Path(sys.executable).parent / "accelerate"
     if not accelerate.exists():
         pytest.skip("accelerate launcher not installed")
@@ -91,7 +91,8 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
     overrides = _tiny(train_path)
     run_dir = root / "run"
     _launch_two_processes(accelerate, run_dir, overrides)
-    return run_dir, overrides
+    yield run_dir, overrides
+    shutil.rmtree(root, ignore_errors=True)  # ~4 GB of checkpoints and weight dumps; free it for the next module
 
 
 def _launch_two_processes(accelerate: Path, run_dir: Path, overrides: list[str]) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,13 +68,14 @@ def _base_name(peft_name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     pytest.importorskip("peft")
     root = tmp_path_factory.mktemp("lora")
     overrides = [f"data.train_path={_write_problems(root)}", *TINY_LORA]
     run_dir = root / "run"
     _train(["--preset", "cpu-demo", "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]])
-    return run_dir
+    yield run_dir
+    shutil.rmtree(root, ignore_errors=True)  # checkpoints are large; free the disk before the next module runs
 
 
 @pytest.fixture(scope="module")

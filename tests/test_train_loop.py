@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,8 +113,10 @@ def _replay_carryover(passing: dict[int, list[list[bool]]], steps: int, keep: bo
 
 
 @pytest.fixture(scope="module")
-def keep_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    return _maj_run(tmp_path_factory.mktemp("loop"), "keep")
+def keep_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
+    root = tmp_path_factory.mktemp("loop")
+    yield _maj_run(root, "keep")
+    shutil.rmtree(root, ignore_errors=True)  # checkpoints are large; free the disk before the next module runs
 
 
 def test_maj_mode_writes_the_whole_run_directory(keep_run) -> None:
