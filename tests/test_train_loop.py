@@ -34,7 +34,7 @@ TINY = [
     "train.instructions_per_iteration=4",  # 2 steps per iteration: step 3 starts iteration 2
     "train.num_iterations=2",
     "train.max_steps=3",
-    "train.save_every=1",
+    "train.save_every=0",  # checkpoints at iteration ends only (and at a stall): each is ~1.6 GB of writes
     "train.keep_checkpoints=1",
     "train.max_attempts_per_step=30",
     "train.learning_rate=1e-5",
@@ -60,7 +60,8 @@ def _events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-def _maj_run(root: Path, carryover: str) -> tuple[Path, subprocess.CompletedProcess]:
+def _maj_run(root: Path, carryover: str, *, outputs: bool) -> tuple[Path, subprocess.CompletedProcess]:
+    """4 steps of maj mode; OUTPUTS adds in-training evals and TensorBoard (the run-directory tests need them)."""
     run_dir = root / carryover
     overrides = [
         *TINY,
@@ -71,12 +72,12 @@ def _maj_run(root: Path, carryover: str) -> tuple[Path, subprocess.CompletedProc
         f"train.carryover={carryover}",
         "train.seed=2",  # on CPU the run is exact: with this seed step 3 passes one group more than it needs
         "train.max_steps=4",
-        "eval.every=1",
-        "eval.datasets=[embedded:arithmetic-test]",
-        "eval.max_samples=2",
-        "eval.max_new_tokens=8",
-        "log.tensorboard=true",
     ]
+    if outputs:
+        overrides += ["eval.every=1", "eval.datasets=[embedded:arithmetic-test]", "eval.max_samples=2"]
+        overrides += ["eval.max_new_tokens=8", "log.tensorboard=true"]
+    else:
+        overrides += ["eval.datasets=[]", "log.tensorboard=false"]
     proc = _train(["--preset", "cpu-demo", "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir, proc
@@ -115,7 +116,7 @@ def _replay_carryover(passing: dict[int, list[list[bool]]], steps: int, keep: bo
 @pytest.fixture(scope="module")
 def keep_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
     root = tmp_path_factory.mktemp("loop")
-    yield _maj_run(root, "keep")
+    yield _maj_run(root, "keep", outputs=True)
     shutil.rmtree(root, ignore_errors=True)  # checkpoints are large; free the disk before the next module runs
 
 
@@ -172,7 +173,7 @@ def test_keep_trains_extra_passing_groups_next_step(keep_run) -> None:
 
 
 def test_expire_drops_extra_passing_groups_with_a_log_line(tmp_path: Path) -> None:
-    run_dir, proc = _maj_run(tmp_path, "expire")
+    run_dir, proc = _maj_run(tmp_path, "expire", outputs=False)
     _, expired = _replay_carryover(_passing_by_step(run_dir), 4, keep=False)
     assert sum(expired) > 0, "no step left extra passing groups: the test checks nothing"
     lines = [e["message"] for e in _events(proc.stdout) if "expired" in e.get("message", "")]

@@ -54,7 +54,8 @@ def save_checkpoint(
         final.rename(replaced)
     tmp.rename(final)
     atomic_write_text(ckpt_root / LATEST, final.name + "\n")
-    shutil.rmtree(replaced, ignore_errors=True)
+    for stale in ckpt_root.glob(".old-step_*"):  # this one, or one a kill left behind that a resume started from
+        shutil.rmtree(stale, ignore_errors=True)
     _rotate(ckpt_root, keep)
     return final
 
