@@ -50,6 +50,8 @@ def step_record(step: int) -> dict:
         "selfinstruct/accepted": 5,
         "selfinstruct/rejected_novelty": 2,
         "selfinstruct/rejected_rule:length": 1,
+        "selfinstruct/kept_pool": 2 * step,  # a pool size: the report shows the last one, never a sum
+        "train/reward": 0.25 if step <= 5 else 0.75,  # mean 0.5
         "train/loss": 0.05 - 0.002 * step,
         "train/kl": 0.001 * step,
         "train/entropy": 1.2 - 0.05 * step,
@@ -165,6 +167,8 @@ def test_summary_numbers_match_hand_computed(run_dir: Path) -> None:
     }
     assert s["counts"]["filter/groups_kept"] == 38
     assert s["counts"]["selfinstruct/rejected_rule:length"] == 10
+    assert s["mean_train_reward"] == pytest.approx(0.5)
+    assert s["kept_pool"] == 20 and "selfinstruct/kept_pool" not in s["counts"]
 
 
 def test_report_writes_plots_summary_and_html(run_dir: Path, report_paths: dict[str, Path]) -> None:
@@ -224,7 +228,7 @@ def test_cli_error_is_one_clear_line(tmp_path: Path, make) -> None:
 def test_single_step_run_without_eval_or_instructions(tmp_path: Path) -> None:
     run_dir = tmp_path / "one-step"
     run_dir.mkdir()
-    record = {"step": 1, "iteration": 1, "train/reward_mean": 0.5, "train/kl": math.nan, "train/entropy": 1.1}
+    record = {"step": 1, "iteration": 1, "train/reward": 0.5, "train/kl": math.nan, "train/entropy": 1.1}
     record["time/step_s"] = 12.0  # a whole-step time without any phase times
     (run_dir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     paths = write_report(run_dir)

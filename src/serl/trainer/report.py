@@ -172,7 +172,7 @@ def _keys(run: RunData, prefixes: tuple[str, ...]) -> set[str]:
 
 def _count_keys(run: RunData) -> list[str]:
     """The per-step counters of the difficulty filter and of self-instruction, as logged."""
-    return sorted(_keys(run, ("filter/groups_", "selfinstruct/")))
+    return sorted(_keys(run, ("filter/groups_", "selfinstruct/")) - {"selfinstruct/kept_pool"})  # a size, not a count
 
 
 def _time_keys(run: RunData) -> list[tuple[str, str]]:
@@ -220,7 +220,8 @@ def summarize(run: RunData) -> dict[str, Any]:
         "mean_reward": _mean(series(run, "reward/majority_voting_reward")[1]),
         "mean_majority_ratio": _mean(series(run, "reward/majority_ratio_mean")[1]),
         "mean_label_accuracy": _mean(series(run, "reward/label_accuracy")[1]),
-        "mean_train_reward": _mean(series(run, "train/reward_mean")[1]),
+        "mean_train_reward": _mean(series(run, "train/reward")[1]),
+        "kept_pool": (series(run, "selfinstruct/kept_pool")[1] or [None])[-1],
         "kept_ratio": kept_ratio,
         "total_time_s": max(elapsed) if elapsed else (sum(series(run, "time/step_s")[1]) or None),
         "time_by_phase_s": time_by_phase,
@@ -273,6 +274,7 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
         ["mean label accuracy", _num(summary["mean_label_accuracy"])],
         ["mean train reward", _num(summary["mean_train_reward"])],
         ["kept ratio (kept / scored groups)", _num(summary["kept_ratio"])],
+        ["generated problems in the kept pool (last step)", _count(summary["kept_pool"])],
         ["total time", _duration(summary["total_time_s"])],
     ]
     phase_seconds = summary["time_by_phase_s"]
@@ -417,7 +419,7 @@ REWARD_KEYS = [
     ("reward/reward_accuracy", "reward accuracy"),
     ("reward/ground_truth_ratio", "ground-truth ratio"),
     ("reward/pass@n", "pass@n"),
-    ("train/reward_mean", "train reward (mean)"),
+    ("train/reward", "train reward (mean over the trained batch)"),
 ]
 
 
