@@ -194,7 +194,7 @@ def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tm
 
     source, overrides = two_process_run
     run_dir = tmp_path / "run"
-    shutil.copytree(source, run_dir)
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("debug"))  # not the 2 GB of rank weight dumps
     cmd = [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", "--resume", str(run_dir)]
     proc = subprocess.run([*cmd, "--set", "train.max_steps=3"], capture_output=True, text=True, env=_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -37,9 +37,10 @@ TINY_LORA = [
     "train.train_batch_size=8",
     "train.micro_train_batch_size=8",
     "train.instructions_per_iteration=4",  # 2 steps = 1 iteration: ends with the merged HF export
-    "train.num_iterations=1",
+    "train.num_iterations=2",
+    "train.max_steps=3",
     "train.save_every=1",
-    "train.keep_checkpoints=2",  # the tests compare steps 1 and 2
+    "train.keep_checkpoints=3",  # the tests compare steps 1, 2 and 3
     "train.learning_rate=1e-3",
     "train.lr_warmup_ratio=0.0",
     "reward.difficulty_low=0.0",
@@ -48,6 +49,7 @@ TINY_LORA = [
     "eval.datasets=[]",
     "eval.at_start=false",
     "log.tensorboard=false",
+    "model.lora.dropout=0.1",  # draws from the global torch generator, which a resume must restore
 ]
 
 
@@ -69,6 +71,7 @@ def _base_name(peft_name: str) -> str:
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """3 LoRA steps uninterrupted (iteration 1 = steps 1-2, then step 3)."""
     pytest.importorskip("peft")
     root = tmp_path_factory.mktemp("lora")
     overrides = [f"data.train_path={_write_problems(root)}", *TINY_LORA]
@@ -92,7 +95,7 @@ def _checkpoint(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
 
 def test_kl_to_the_reference_starts_at_zero_then_grows(lora_run: Path) -> None:
     metrics = read_jsonl(lora_run / "metrics.jsonl")[0]
-    assert [m["step"] for m in metrics] == [1, 2]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
     assert metrics[0]["train/kl"] == 0.0  # adapter B = 0: policy and adapter-disabled reference are the same function
     assert metrics[1]["train/kl"] != 0.0  # after one update the adapter has moved the policy away from the base
     assert metrics[0]["train/grad_norm"] > 0.0
@@ -121,14 +124,11 @@ def test_export_merges_the_adapter(lora_run: Path, base_weights: dict[str, torch
     assert not torch.equal(merged[f"{layer}.weight"], base_weights[f"{layer}.weight"])
 
 
-def test_a_lora_run_resumes_exactly(tmp_path: Path) -> None:
-    """3 steps straight against 2, then a resume to step 3 (the adapter, its Adam state and the RNGs come back)."""
-    pytest.importorskip("peft")
+def test_a_lora_run_resumes_exactly(lora_run: Path, tmp_path: Path) -> None:
+    """2 steps, then a resume to step 3, against the 3 steps straight (the adapter, its Adam state and the RNGs
+    come back)."""
     overrides = [f"--set={o}" for o in (f"data.train_path={_write_problems(tmp_path)}", *TINY_LORA)]
-    overrides += ["--set=train.num_iterations=2", "--set=train.keep_checkpoints=1"]
-    overrides += ["--set=model.lora.dropout=0.1"]  # draws from the global torch generator: resumed with the run
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    _train(["--preset", "cpu-demo", "--run-dir", str(straight), *overrides, "--set=train.max_steps=3"])
+    straight, split = lora_run, tmp_path / "split"
     _train(["--preset", "cpu-demo", "--run-dir", str(split), *overrides, "--set=train.max_steps=2"])
     _train(["--resume", str(split), "--set=train.max_steps=3"])
 
