@@ -5,12 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 
 import pytest
 
 from serl.reward import gt_reward, gt_rewards, is_equivalent, majority_vote, score_groups
+from serl.reward.limits import ScoringTimeout, time_limit
 from serl.reward.pool import map_isolated
 
 TIMEOUT_S = 1.0
@@ -129,3 +131,42 @@ def test_an_outer_alarm_survives_reward_calls() -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+class _SlowFinalizer:
+    def __del__(self) -> None:
+        time.sleep(0.3)  # the timer fires here, where an exception cannot propagate
+
+
+def test_a_timeout_inside_a_finalizer_is_dropped_and_the_work_still_stops() -> None:
+    seen: list[object] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    started = time.monotonic()
+    try:
+        with pytest.raises(ScoringTimeout):
+            with time_limit(0.1):
+                _SlowFinalizer()  # dropped at once: __del__ runs (and is interrupted) right here
+                while True:  # the re-fire reaches the body after the finalizer swallowed the first one
+                    pass
+    finally:
+        sys.unraisablehook = previous_hook
+    assert time.monotonic() - started < 2.0
+    assert [u for u in seen if isinstance(getattr(u, "exc_value", None), ScoringTimeout)] == []
+    assert sys.unraisablehook is previous_hook
+
+
+def test_other_unraisable_exceptions_still_reach_the_hook() -> None:
+    class BrokenFinalizer:
+        def __del__(self) -> None:
+            raise ValueError("finalizer bug")
+
+    seen: list[object] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with time_limit(5.0):
+            BrokenFinalizer()
+    finally:
+        sys.unraisablehook = previous_hook
+    assert [type(u.exc_value) for u in seen] == [ValueError]

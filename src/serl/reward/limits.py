@@ -9,6 +9,7 @@ killable worker process instead (`serl.reward.pool`).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,21 @@ def _raise_timeout(signum: int, frame: object) -> None:
     raise ScoringTimeout
 
 
+def _drop_timeouts(previous_hook: Callable[[object], object]) -> Callable[[object], object]:
+    """An unraisable hook that discards `ScoringTimeout`s and passes everything else on.
+
+    A timer that fires inside a finalizer (`__del__`, a gc callback) cannot propagate; Python hands it to
+    `sys.unraisablehook`, which would print it (or, under pytest, fail the test). The re-fire reaches the real work
+    50 ms later, so the lost one is not needed.
+    """
+
+    def hook(unraisable: object) -> None:
+        if not isinstance(getattr(unraisable, "exc_value", None), ScoringTimeout):
+            previous_hook(unraisable)
+
+    return hook
+
+
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise `ScoringTimeout` in the body after `seconds`. Main thread only (see `can_interrupt`); not reentrant.
@@ -43,6 +59,8 @@ def time_limit(seconds: float) -> Iterator[None]:
     """
     if seconds <= 0:
         raise ScoringTimeout
+    previous_unraisable_hook = sys.unraisablehook
+    sys.unraisablehook = _drop_timeouts(previous_unraisable_hook)
     previous_handler = signal.signal(signal.SIGALRM, _raise_timeout)
     started = time.monotonic()
     # Re-fire every 50 ms: a bare `except:` deep in a parser can swallow the first ScoringTimeout.
@@ -54,6 +72,7 @@ def time_limit(seconds: float) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, 0)
         finally:
             signal.signal(signal.SIGALRM, previous_handler)
+            sys.unraisablehook = previous_unraisable_hook
             if previous_delay > 0:
                 remaining = previous_delay - (time.monotonic() - started)
                 signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-3), previous_interval)
