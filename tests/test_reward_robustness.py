@@ -144,11 +144,10 @@ def test_a_timeout_inside_a_finalizer_is_dropped_and_the_work_still_stops() -> N
     sys.unraisablehook = seen.append
     started = time.monotonic()
     try:
-        with pytest.raises(ScoringTimeout):
-            with time_limit(0.1):
-                _SlowFinalizer()  # dropped at once: __del__ runs (and is interrupted) right here
-                while True:  # the re-fire reaches the body after the finalizer swallowed the first one
-                    pass
+        with pytest.raises(ScoringTimeout), time_limit(0.1):
+            _SlowFinalizer()  # dropped at once: __del__ runs (and is interrupted) right here
+            while True:  # the re-fire reaches the body after the finalizer swallowed the first one
+                pass
     finally:
         sys.unraisablehook = previous_hook
     assert time.monotonic() - started < 2.0
