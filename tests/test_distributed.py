@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from serl.config import load_config
 from serl.io import read_jsonl
+from serl.trainer.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +134,7 @@ def test_both_ranks_end_with_identical_weights(two_process_run) -> None:
     for step in (1, 2):
         rank0, rank1 = _weights(run_dir, 0, step), _weights(run_dir, 1, step)
         assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"ranks diverged at step {step}"
-    saved = load_file(str(run_dir / "checkpoints" / "step_000002" / "model.safetensors"))
+    saved, _ = load_checkpoint(run_dir / "checkpoints" / "step_000002")
     assert _max_abs_diff(saved, _weights(run_dir, 0, 2)) == 0.0
     assert not (run_dir / ".ranks" / "rank1" / "rollouts").exists(), "only rank 0 writes the run's files"
 
@@ -190,7 +190,6 @@ def _update(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> 
 
 def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tmp_path: Path) -> None:
     from serl.models import load_policy
-    from serl.trainer.checkpoint import load_checkpoint
 
     source, overrides = two_process_run
     run_dir = tmp_path / "run"

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import torch
+from safetensors.torch import load_file
 
 from serl.io import append_jsonl, atomic_write_json, read_jsonl, truncate_to
 from serl.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -92,3 +93,17 @@ def test_a_kill_while_a_step_is_replaced_keeps_a_complete_checkpoint(tmp_path) -
     save_checkpoint(root, 2, {"w": torch.ones(2)}, {"step": 2, "version": "new"}, keep=3)
     assert load_checkpoint(latest_checkpoint(root))[1]["version"] == "new"
     assert sorted(os.listdir(root)) == ["latest", "step_000002"]
+
+
+def test_tied_weights_are_stored_once_and_come_back_under_both_names(tmp_path) -> None:
+    embedding = torch.randn(5, 3)
+    base = torch.arange(12.0)
+    weights = {"embed": embedding, "head": embedding, "first_half": base[:6], "whole": base, "bias": torch.ones(3)}
+    path = save_checkpoint(tmp_path / "checkpoints", 1, weights, {"step": 1}, keep=1)
+    stored = load_file(str(path / "model.safetensors"))
+    assert sorted(stored) == ["bias", "embed", "first_half", "whole"]  # the alias is not stored twice
+    assert json.loads((path / "meta.json").read_text())["tied"] == {"head": "embed"}
+    model_state, _ = load_checkpoint(path)
+    assert model_state.keys() == weights.keys()
+    assert all(torch.equal(model_state[k], weights[k]) for k in weights)
+    assert model_state["head"] is model_state["embed"]  # still one tensor: loading keeps the tie

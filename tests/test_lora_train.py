@@ -90,7 +90,9 @@ def base_weights() -> dict[str, torch.Tensor]:
 
 
 def _checkpoint(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / "checkpoints" / f"step_{step:06d}" / "model.safetensors"))
+    from serl.trainer.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir / "checkpoints" / f"step_{step:06d}")[0]
 
 
 def test_kl_to_the_reference_starts_at_zero_then_grows(lora_run: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from serl.io import atomic_write_text
+from serl.io import atomic_write_text, flush_and_uncache
 
 LATEST = "latest"
 
@@ -33,6 +33,31 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def _untie(model_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors safetensors can store (no shared memory), and the names dropped as aliases of a kept one.
+
+    Tied weights (embeddings and LM head) are the same tensor under two names: keep one, record the other, so a
+    checkpoint neither stores them twice nor copies the whole model to break the sharing. Other views into shared
+    memory (rare) are copied.
+    """
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, tensor in model_state.items():
+        tensor = tensor.detach()
+        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if view in seen:
+            aliases[name] = seen[view]
+            continue
+        storage = tensor.untyped_storage().data_ptr()
+        shares_memory = storage in storages or tensor.untyped_storage().nbytes() != tensor.nbytes
+        unique[name] = tensor.contiguous().clone() if shares_memory else tensor.contiguous()
+        seen[view] = name
+        storages.add(storage)
+    return unique, aliases
+
+
 def save_checkpoint(
     ckpt_root: Path, step: int, model_state: dict[str, torch.Tensor], trainer_state: dict[str, Any], keep: int
 ) -> Path:
@@ -42,10 +67,11 @@ def save_checkpoint(
     tmp = ckpt_root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    # safetensors refuses shared storage (tied embeddings): store contiguous copies.
-    save_file({k: v.detach().contiguous().clone() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+    unique, aliases = _untie(model_state)
+    save_file(unique, str(tmp / "model.safetensors"))
     torch.save(trainer_state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step}) + "\n")
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "tied": aliases}) + "\n")
+    flush_and_uncache(tmp)
     # A re-run of the same step (a resume, or a stall save) replaces it. The old copy moves aside first and goes only
     # once `latest` names the new one, so a kill in between leaves a complete checkpoint under one of the two names.
     replaced = ckpt_root / f".old-{final.name}"
@@ -81,7 +107,11 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The full model state dict (tied names included, as one tensor) and the trainer state."""
     model_state = load_file(str(path / "model.safetensors"))
+    meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").exists() else {}
+    for alias, name in meta.get("tied", {}).items():
+        model_state[alias] = model_state[name]
     trainer_state = torch.load(path / "state.pt", weights_only=False)
     return model_state, trainer_state
 
@@ -97,6 +127,7 @@ def export_hf(model: torch.nn.Module, tokenizer: Any, target: Path) -> Path:
         to_save = copy.deepcopy(model).merge_and_unload()
     to_save.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    flush_and_uncache(tmp)
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from serl.config import SerlConfig, dump_yaml
-from serl.io import append_jsonl, atomic_write_json, atomic_write_text, truncate_to
+from serl.io import append_jsonl, atomic_write_json, atomic_write_text, flush_and_uncache, truncate_to
 from serl.trainer.checkpoint import (
     capture_rng,
     export_hf,
@@ -524,6 +524,7 @@ class SerlTrainer:
         folder = self.run_dir / "debug"
         folder.mkdir(exist_ok=True)
         torch.save(value, folder / name)
+        flush_and_uncache(folder / name)
 
     def resume(self) -> bool:
         """Restore the latest checkpoint; cut append-only outputs back to what it had seen. False if none exists."""
