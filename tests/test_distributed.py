@@ -193,7 +193,9 @@ def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tm
 
     source, overrides = two_process_run
     run_dir = tmp_path / "run"
-    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("debug"))  # not the 2 GB of rank weight dumps
+    # Not the 2 GB of rank weight dumps; the checkpoint's large files are hard links (a resume never writes into a
+    # checkpoint: it builds a new one and renames it), the logs it appends to are copies.
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("debug"), copy_function=_link_large_files)
     cmd = [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", "--resume", str(run_dir)]
     proc = subprocess.run([*cmd, "--set", "train.max_steps=3"], capture_output=True, text=True, env=_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -212,6 +214,13 @@ def test_resume_on_one_process_continues_the_two_process_run(two_process_run, tm
     assert _max_abs_diff(model.state_dict(), resumed) < 1e-6
 
 
+def _link_large_files(source: str, target: str) -> None:
+    if os.path.getsize(source) > 16 << 20:
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
 def test_self_instruction_is_shared_out_and_every_rank_keeps_the_same_pools(tmp_path: Path) -> None:
     """serl mode on 2 processes: each rank generates half of a round's candidates, the candidates are all-gathered,
     and each rank screens them itself. Both ranks must write the same instruction log (rank 1 into its scratch
@@ -223,6 +232,7 @@ def test_self_instruction_is_shared_out_and_every_rank_keeps_the_same_pools(tmp_
     overrides += [
         "train.mode=serl",
         "train.max_steps=1",
+        "algo.kl_coef=0",  # no reference model: this test is about sharing the self-instruction out
         "selfinstruct.generation_batch_size=4",  # two prompts per rank and round
         "selfinstruct.max_new_tokens=48",
         "train.max_attempts_per_step=20",

@@ -60,8 +60,14 @@ def _events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-def _maj_run(root: Path, carryover: str, *, outputs: bool) -> tuple[Path, subprocess.CompletedProcess]:
-    """4 steps of maj mode; OUTPUTS adds in-training evals and TensorBoard (the run-directory tests need them)."""
+def _maj_run(
+    root: Path, carryover: str, *, outputs: bool, seed: int, steps: int
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """STEPS steps of maj mode; OUTPUTS adds in-training evals and TensorBoard (the run-directory tests need them).
+
+    On CPU the run is exact, so a seed fixes which steps pass more groups than they need (the carry-over tests check
+    that some step does).
+    """
     run_dir = root / carryover
     overrides = [
         *TINY,
@@ -70,8 +76,8 @@ def _maj_run(root: Path, carryover: str, *, outputs: bool) -> tuple[Path, subpro
         "reward.difficulty_low=0.25",  # the paper's band is [0.2, 0.8]; a narrower one leaves some groups out
         "reward.difficulty_high=0.75",
         f"train.carryover={carryover}",
-        "train.seed=2",  # on CPU the run is exact: with this seed step 3 passes one group more than it needs
-        "train.max_steps=4",
+        f"train.seed={seed}",
+        f"train.max_steps={steps}",
     ]
     if outputs:
         overrides += ["eval.every=1", "eval.datasets=[embedded:arithmetic-test]", "eval.max_samples=2"]
@@ -116,7 +122,7 @@ def _replay_carryover(passing: dict[int, list[list[bool]]], steps: int, keep: bo
 @pytest.fixture(scope="module")
 def keep_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
     root = tmp_path_factory.mktemp("loop")
-    yield _maj_run(root, "keep", outputs=True)
+    yield _maj_run(root, "keep", outputs=True, seed=2, steps=4)  # seed 2: step 3 passes one group too many
     shutil.rmtree(root, ignore_errors=True)  # checkpoints are large; free the disk before the next module runs
 
 
@@ -173,8 +179,8 @@ def test_keep_trains_extra_passing_groups_next_step(keep_run) -> None:
 
 
 def test_expire_drops_extra_passing_groups_with_a_log_line(tmp_path: Path) -> None:
-    run_dir, proc = _maj_run(tmp_path, "expire", outputs=False)
-    _, expired = _replay_carryover(_passing_by_step(run_dir), 4, keep=False)
+    run_dir, proc = _maj_run(tmp_path, "expire", outputs=False, seed=0, steps=3)  # seed 0: step 2 has one extra
+    _, expired = _replay_carryover(_passing_by_step(run_dir), 3, keep=False)
     assert sum(expired) > 0, "no step left extra passing groups: the test checks nothing"
     lines = [e["message"] for e in _events(proc.stdout) if "expired" in e.get("message", "")]
     expected = [f"step {s}: {k} passing group(s) from step {s - 1} expired" for s, k in enumerate(expired, 1) if k]
