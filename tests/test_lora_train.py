@@ -59,10 +59,11 @@ def _write_problems(root: Path) -> Path:
     return path
 
 
-def _train(args: list[str]) -> None:
+def _train(args: list[str]) -> str:
     cmd = [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
 
 
 def _base_name(peft_name: str) -> str:
@@ -126,13 +127,16 @@ def test_export_merges_the_adapter(lora_run: Path, base_weights: dict[str, torch
     assert not torch.equal(merged[f"{layer}.weight"], base_weights[f"{layer}.weight"])
 
 
-def test_a_lora_run_resumes_exactly(lora_run: Path, tmp_path: Path) -> None:
-    """2 steps, then a resume to step 3, against the 3 steps straight (the adapter, its Adam state and the RNGs
-    come back)."""
-    overrides = [f"--set={o}" for o in (f"data.train_path={_write_problems(tmp_path)}", *TINY_LORA)]
+def test_a_lora_run_resumes_exactly(lora_run: Path, tmp_path: Path, copy_run) -> None:
+    """A copy of the 3-step run, its `latest` pointed back at step 2 (the state a kill right after step 2's
+    checkpoint leaves, step 3's outputs included), resumed to step 3: the same metrics and weights as straight
+    through, across the iteration boundary (the adapter, its Adam state, the fresh schedule and the RNGs come back)."""
     straight, split = lora_run, tmp_path / "split"
-    _train(["--preset", "cpu-demo", "--run-dir", str(split), *overrides, "--set=train.max_steps=2"])
-    _train(["--resume", str(split), "--set=train.max_steps=3"])
+    copy_run(straight, split)
+    (split / "checkpoints" / "latest").write_text("step_000002\n")
+    step3_copied = (split / "checkpoints" / "step_000003" / "model.safetensors").stat().st_ino
+    assert "resumed from step_000002" in _train(["--resume", str(split), "--set=train.max_steps=3"])
+    assert (split / "checkpoints" / "step_000003" / "model.safetensors").stat().st_ino != step3_copied  # rewritten
 
     def comparable(run_dir: Path) -> list[dict]:
         metrics = read_jsonl(run_dir / "metrics.jsonl")[0]

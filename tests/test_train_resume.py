@@ -4,8 +4,9 @@ A tiny serl-mode config runs 2 steps (one iteration) uninterrupted. A second run
 rollout phase of step 2, resumed from step 1's checkpoint, killed again during the train phase of step 2, and resumed
 to completion. The resumed run must equal the uninterrupted one: every metric except wall-clock times, and the
 instruction log record for record (nothing duplicated, nothing lost). This holds exactly on CPU because every draw
-is seeded from (seed, step, attempt). Resuming across an iteration boundary is tested with LoRA (test_lora_train)
-and across world sizes in test_distributed.
+is seeded from (seed, step, attempt). The policy trains a LoRA adapter, so a checkpoint is megabytes, not the
+1.6 GB of full weights and AdamW moments; full fine-tuning resumes exactly across world sizes in test_distributed,
+and a LoRA run across an iteration boundary in test_lora_train.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ TINY = [
     "train.max_steps=2",
     "train.keep_checkpoints=1",  # resume needs only the latest; keeps the test's disk use small
     "train.max_attempts_per_step=20",
-    "train.learning_rate=1e-5",
+    "model.lora.rank=8",
+    "model.lora.alpha=16",
+    "model.lora.target_modules=[q_proj,v_proj]",
+    "train.learning_rate=1e-3",  # LoRA: large enough that the adapter moves every step
     "reward.difficulty_low=0.0",  # keep every group: the test is about resume, not about the filter
     "reward.difficulty_high=1.0",
     "reward.num_workers=0",
@@ -93,6 +97,7 @@ def test_kill_during_rollout_and_train_then_resume_matches_uninterrupted(tmp_pat
     assert _run_until(_command(straight, save_every=0), None) == 0  # checkpoints change nothing but the disk
     expected = _comparable(read_jsonl(straight / "metrics.jsonl")[0])
     assert [m["step"] for m in expected] == [1, 2]
+    assert any(m["train/grad_norm"] > 0 for m in expected), "no update: the comparison would not see the adapter"
     assert (straight / "checkpoints" / "iter_01_hf" / "model.safetensors").exists()
 
     killed = tmp_path / "killed"
