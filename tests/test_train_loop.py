@@ -201,6 +201,8 @@ def test_a_stalled_policy_stops_with_a_saved_state_then_resumes(tmp_path: Path) 
         "reward.difficulty_low=0.5",
         "reward.difficulty_high=1.0",
         "train.max_attempts_per_step=2",
+        "model.lora.rank=8",  # the stall and the resume each write a checkpoint: with LoRA they are MBs, not 1.6 GB
+        "model.lora.target_modules=[q_proj,v_proj]",
         "eval.datasets=[]",
         "log.tensorboard=false",
     ]
