@@ -99,9 +99,10 @@ def test_tied_weights_are_stored_once_and_come_back_under_both_names(tmp_path) -
     embedding = torch.randn(5, 3)
     base = torch.arange(12.0)
     weights = {"embed": embedding, "head": embedding, "first_half": base[:6], "whole": base, "bias": torch.ones(3)}
+    weights["bits"] = embedding.view(torch.int32)  # same memory, shape and strides, another dtype: not an alias
     path = save_checkpoint(tmp_path / "checkpoints", 1, weights, {"step": 1}, keep=1)
     stored = load_file(str(path / "model.safetensors"))
-    assert sorted(stored) == ["bias", "embed", "first_half", "whole"]  # the alias is not stored twice
+    assert sorted(stored) == ["bias", "bits", "embed", "first_half", "whole"]  # the alias is not stored twice
     assert json.loads((path / "meta.json").read_text())["tied"] == {"head": "embed"}
     model_state, _ = load_checkpoint(path)
     assert model_state.keys() == weights.keys()

@@ -46,15 +46,15 @@ def _untie(model_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     storages: set[int] = set()
     for name, tensor in model_state.items():
         tensor = tensor.detach()
-        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        storage = tensor.untyped_storage()
+        view = (storage.data_ptr(), tensor.dtype, tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
         if view in seen:
             aliases[name] = seen[view]
             continue
-        storage = tensor.untyped_storage().data_ptr()
-        shares_memory = storage in storages or tensor.untyped_storage().nbytes() != tensor.nbytes
+        shares_memory = storage.data_ptr() in storages or storage.nbytes() != tensor.nbytes
         unique[name] = tensor.contiguous().clone() if shares_memory else tensor.contiguous()
         seen[view] = name
-        storages.add(storage)
+        storages.add(storage.data_ptr())
     return unique, aliases
 
 
