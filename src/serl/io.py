@@ -100,7 +100,7 @@ def flush_and_uncache(path: str | Path) -> None:
 
     A checkpoint is read back only on resume. Flushing it first means the rename that publishes it never points at
     unwritten data; dropping it keeps gigabytes of it from filling memory, and on VMs whose fresh memory is slow to
-    get (measured here: ~7 s per GB past a few GB) the next checkpoint reuses the same pages instead.
+    get (benchmarks/bench_checkpoint.py --memory-gb) the next checkpoint reuses the same pages instead.
     """
     path = Path(path)
     for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
