@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_rollout.py                # 64 prompts x 4 samples x 128 new tokens, sampling
     .venv/bin/python benchmarks/bench_rollout.py --variant kv_cache=dynamic --variant max_batch_size=64
     .venv/bin/python benchmarks/bench_rollout.py --no-baseline --variant hf.SHARE_PREFILL=0 --variant dtype=bfloat16
+    python benchmarks/bench_rollout.py --device cuda --prompts 128 --samples 8 --new-tokens 256 --rows 1024
 
 A variant is comma-separated HFEngine settings (`dtype=bfloat16,num_threads=1`) and `hf.NAME=value` switches of
 `serl.rollout.hf` (BUCKET_BY_LENGTH, SHARE_PREFILL, DROP_FRACTION; 0 turns a switch off, DROP_FRACTION=2 never drops)
@@ -12,6 +13,10 @@ Both sides sample at temperature 1 (no top-k/top-p) with the same rows per batch
 including the EOS. The ceiling is the measured fp32 matmul rate (2048^3, the same threads) divided by the FLOPs of
 one decoded token (2 x parameters + attention over the mean context); `ceiling_bf16_tok_s` does the same with the
 bf16 matmul rate, the ceiling of a `--dtype bfloat16` engine. The last line printed is one JSON object.
+
+`--device cuda` loads the policy in bf16 (serl's default on a GPU) and measures the matmul rates on the GPU (8192^3;
+`engine_over_ceiling_bf16` is then the fraction of the GPU's measured bf16 matmul rate); per-CPU-second figures
+mean nothing there and are null.
 """
 
 from __future__ import annotations
@@ -33,14 +38,21 @@ from serl.rollout.hf import HFEngine
 SEED_SET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "math" / "seed_math_train_500.jsonl"
 
 
-def matmul_gflops(size: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+def matmul_gflops(
+    size: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> tuple[float, float]:
     """GFLOP per wall second and per second of this process's CPU time."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     a @ b  # warm-up
+    sync()
     reps, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         a @ b
         reps += 1
+        if reps % 8 == 0:
+            sync()  # on a GPU the launches run ahead of the clock; settle every few
+    sync()
     flops = 2 * size**3 * reps / 1e9
     return flops / (time.perf_counter() - start), flops / (time.process_time() - cpu)
 
@@ -61,7 +73,7 @@ def run_generate(model, tokenizer, prompts: list[str], samples: int, new_tokens:
     tokens = 0
     for start in range(0, len(prompts), per_call):
         chunk = prompts[start : start + per_call]
-        batch = tokenizer(chunk, add_special_tokens=False, padding=True, return_tensors="pt")
+        batch = tokenizer(chunk, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
         with torch.inference_mode():
             out = model.generate(
                 **batch,
@@ -100,6 +112,13 @@ def is_number(text: str) -> bool:
     return True
 
 
+CPU_TIME_FIGURES = (
+    "engine_tok_per_cpu_s",
+    "speedup_cpu",
+    "engine_over_ceiling_cpu",
+    "engine_over_ceiling_bf16_cpu",
+    "variants_tok_per_cpu_s",
+)
 SWITCH_MODULES = {"hf": hf, "decoders": decoders}  # --variant hf.SHARE_PREFILL=0, --variant decoders.SEGMENTS=0
 
 
@@ -117,7 +136,7 @@ def patched(switches: dict) -> Iterator[None]:
             setattr(module, name, saved[key])
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
@@ -130,13 +149,21 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="extra HFEngine setting, e.g. kv_cache=dynamic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default=None, help="engine rollout dtype, e.g. bfloat16")
-    args = parser.parse_args()
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the policy in bf16")
+    parser.add_argument("--problems", default=None, help="problem file (default: seed set, else embedded:arithmetic)")
+    parser.add_argument("--matmul-seconds", type=float, default=2.0, help="length of each matmul-rate measurement")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_policy()
+    cuda = args.device == "cuda"
+    model, tokenizer = load_policy(device=args.device)
     model.eval()
-    source = str(SEED_SET) if SEED_SET.is_file() else "embedded:arithmetic"
+    source = args.problems or (str(SEED_SET) if SEED_SET.is_file() else "embedded:arithmetic")
     problems = [p.prompt for p in load_problems(source, "problem", "answer", max_samples=args.prompts)]
     prompts = [format_prompt(tokenizer, problem, args.format) for problem in problems]
     prompt_lens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -166,7 +193,12 @@ def main() -> None:
 
         runs[name] = run
 
-    gflops, gflops_bf16 = [matmul_gflops()], [matmul_gflops(dtype=torch.bfloat16)]
+    size = 8192 if cuda else 2048
+
+    def measure(dtype: torch.dtype) -> tuple[float, float]:
+        return matmul_gflops(size, args.matmul_seconds, dtype, args.device)
+
+    gflops, gflops_bf16 = [measure(torch.float32)], [measure(torch.bfloat16)]
     totals = {name: [0, 0.0, 0.0] for name in runs}  # name -> [tokens, wall s, cpu s], summed over rounds
     for round_index in range(args.rounds):
         for name, run in runs.items():  # interleaved, so a noisy neighbour hits every side alike
@@ -180,8 +212,8 @@ def main() -> None:
                 f"{tokens / seconds:.1f} tok/s",
                 flush=True,
             )
-    gflops.append(matmul_gflops())
-    gflops_bf16.append(matmul_gflops(dtype=torch.bfloat16))
+    gflops.append(measure(torch.float32))
+    gflops_bf16.append(measure(torch.bfloat16))
 
     rates = {name: tokens / seconds for name, (tokens, seconds, _) in totals.items()}
     cpu_rates = {name: tokens / cpu for name, (tokens, _, cpu) in totals.items()}
@@ -216,10 +248,14 @@ def main() -> None:
         "variants_tok_per_cpu_s": {
             name: round(rate, 1) for name, rate in cpu_rates.items() if name not in ("baseline", "engine")
         },
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "matmul_size": size,
         "threads": torch.get_num_threads(),
         "rows": args.rows,
         "config": f"{args.prompts}x{args.samples}x{args.new_tokens} {args.format}",
     }
+    if cuda:  # CPU seconds say nothing about GPU work
+        result.update(dict.fromkeys(CPU_TIME_FIGURES))
     print(json.dumps(result))
 
 

@@ -11,6 +11,11 @@ Rates are per second of this process's own CPU time (``flops_fraction_of_matmul`
 do not count against either side, and per wall-clock second (``..._wall``); on a quiet machine the two agree.
 
     .venv/bin/python benchmarks/bench_train_step.py [--sequences 32 --prompt-tokens 64 --response-tokens 64]
+    python benchmarks/bench_train_step.py --device cuda --sequences 64 --prompt-tokens 256 --response-tokens 256
+
+`--device cuda` runs the step as `serl train` does on one GPU: fp32 master weights, bf16 autocast through an
+`accelerate.Accelerator(mixed_precision="bf16")`, and compares it with the GPU's measured bf16 matmul rate (8192^3)
+per wall second (CPU seconds mean nothing there), so `flops_fraction_of_matmul` is then the wall-clock fraction.
 
 Prints one line per repeat, then one JSON line:
 {"step_s", "tokens_per_s", "flops_fraction_of_matmul", "peak_rss_mb", "experience_s", ...}.
@@ -32,25 +37,37 @@ from serl.rl import PolicyTrainer
 
 
 class Clock:
-    """Wall and process-CPU seconds of a block."""
+    """Wall and process-CPU seconds of a block; on a GPU the block's queued work is waited for at both ends."""
+
+    cuda = False  # set by main() for --device cuda
 
     def __enter__(self) -> Clock:
+        self.sync()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.sync()
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
 
-def matmul_seconds(size: int = 2048, seconds: float = 1.5) -> tuple[float, Clock]:
-    """FLOPs done and the clock of a run of plain fp32 matmuls lasting about ``seconds``."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+
+def matmul_seconds(seconds: float = 1.5) -> tuple[float, Clock]:
+    """FLOPs done and the clock of a run of plain matmuls lasting about ``seconds``: fp32 2048^3 on CPU, bf16
+    8192^3 on a GPU (the dtype the autocast step computes in)."""
+    size, dtype, device = (8192, torch.bfloat16, "cuda") if Clock.cuda else (2048, torch.float32, "cpu")
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b
     reps = 0
     with Clock() as clock:
         while time.perf_counter() - clock.wall < seconds:
             a @ b
             reps += 1
+            if Clock.cuda and reps % 8 == 0:
+                clock.sync()  # the launches run ahead of the clock; settle every few
     return 2 * size**3 * reps, clock
 
 
@@ -72,7 +89,7 @@ def fraction(flops: float, clock: Clock, matmuls: list[tuple[float, Clock]], kin
     return flops / getattr(clock, kind) / matmul_rate
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequences", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=64)
@@ -81,15 +98,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kl-coef", type=float, default=0.0, help="> 0 adds the reference forward to make_experience")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = parser.parse_args()
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: bf16 autocast, fp32 weights")
+    parser.add_argument("--matmul-seconds", type=float, default=1.5, help="length of each matmul-rate measurement")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    Clock.cuda = args.device == "cuda"
+    accelerator = None
+    if Clock.cuda:
+        from accelerate import Accelerator
 
-    model, tokenizer = load_policy()
+        accelerator = Accelerator(mixed_precision="bf16")
+
+    model, tokenizer = load_policy(dtype="fp32", device=args.device)
     reference = None
     if args.kl_coef > 0:
-        reference, _ = load_policy()
+        reference, _ = load_policy(dtype="fp32", device=args.device)
         reference.requires_grad_(False)
     micro = args.sequences // args.micro_batches
     trainer = PolicyTrainer(
@@ -103,6 +132,7 @@ def main() -> None:
         forward_batch_size=micro,
         kl_coef=args.kl_coef,
         advantage_estimator="reinforce",
+        accelerator=accelerator,
     )
     low, high = 3, tokenizer.vocab_size  # ordinary tokens, no special ids
     prompts = torch.randint(low, high, (args.sequences, args.prompt_tokens)).tolist()
@@ -114,11 +144,12 @@ def main() -> None:
     warm_experience_s = time.perf_counter() - start
     trainer.train(experience)  # warm-up: first-call allocations and the optimizer state
 
+    kind = "wall" if Clock.cuda else "cpu"  # the fractions' clock: CPU seconds say nothing about GPU work
     flops_forward = forward_flops(model, args.sequences, args.prompt_tokens, args.response_tokens)
     step_flops = 3 * flops_forward  # backward = 2 × forward
     experience_flops = flops_forward * (2 if reference is not None else 1)
     tokens = args.sequences * (args.prompt_tokens + args.response_tokens)
-    matmuls = [matmul_seconds()]
+    matmuls = [matmul_seconds(args.matmul_seconds)]
     steps: list[Clock] = []
     experiences: list[Clock] = []
     for repeat in range(args.repeats):
@@ -128,10 +159,10 @@ def main() -> None:
         with Clock() as clock:
             metrics = trainer.train(experience)
         steps.append(clock)
-        matmuls.append(matmul_seconds())
+        matmuls.append(matmul_seconds(args.matmul_seconds))
         print(
             f"repeat {repeat}: step {clock.wall:.2f} s wall / {clock.cpu:.2f} s cpu "
-            f"({fraction(step_flops, clock, matmuls[-2:], 'cpu'):.2f} of matmul), "
+            f"({fraction(step_flops, clock, matmuls[-2:], kind):.2f} of matmul), "
             f"experience {experiences[-1].wall:.2f} s, matmul {matmuls[-1][0] / matmuls[-1][1].cpu / 1e9:.0f} "
             f"GFLOP per cpu-s, loss {metrics['loss']:.4f}",
             flush=True,
@@ -144,12 +175,12 @@ def main() -> None:
     result = {
         "step_s": round(step_s, 3),
         "tokens_per_s": round(tokens / step_s, 1),
-        "flops_fraction_of_matmul": median_fraction(step_flops, steps, "cpu"),
+        "flops_fraction_of_matmul": median_fraction(step_flops, steps, kind),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "flops_fraction_of_matmul_wall": median_fraction(step_flops, steps, "wall"),
         "step_cpu_s": round(statistics.median(c.cpu for c in steps), 3),
         "experience_s": round(statistics.median(c.wall for c in experiences), 3),
-        "experience_flops_fraction_of_matmul": median_fraction(experience_flops, experiences, "cpu"),
+        "experience_flops_fraction_of_matmul": median_fraction(experience_flops, experiences, kind),
         "matmul_gflop_per_cpu_s": round(statistics.median(f / c.cpu for f, c in matmuls) / 1e9, 1),
         "matmul_gflop_per_s": round(statistics.median(f / c.wall for f, c in matmuls) / 1e9, 1),
         "step_gflop": round(step_flops / 1e9, 1),
@@ -159,7 +190,12 @@ def main() -> None:
         "response_tokens": args.response_tokens,
         "micro_batches": args.micro_batches,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if Clock.cuda else "cpu",
+        "matmul_dtype": "bfloat16" if Clock.cuda else "float32",
+        "mixed_precision": "bf16" if Clock.cuda else "no",
     }
+    if Clock.cuda:
+        result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(json.dumps(result))
 
 
