@@ -4,7 +4,7 @@
     bash scripts/gpu_check.sh --prepare          # on a CPU machine with a package registry: fills .gpucheck/
     bash scripts/gpu_check.sh                    # on the GPU machine: at most 8 minutes on one H200
     bash scripts/gpu_check.sh --only train_fsdp2,train_zero3   # a rerun of some checks
-    bash scripts/gpu_check.sh --dry-run --out D  # on CPU, about half a minute: what tests/test_gpu_check.py runs
+    bash scripts/gpu_check.sh --dry-run --out D  # on CPU, 35-45 s on 2 busy cores: tests/test_gpu_check.py
 
 The checks, in order: `install` (the carried wheels), `env` (versions, device, measured bf16 matmul rate), `model`,
 `smoke_tests` (tests/test_gpu_smoke.py: the HF-engine tests run, the vLLM ones skip without vllm), 2-step `serl
