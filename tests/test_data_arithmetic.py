@@ -16,7 +16,7 @@ from fractions import Fraction
 import pytest
 
 from serl.data import Problem, generate_arithmetic, load_problems, split_of
-from serl.data.arithmetic import TEMPLATES
+from serl.data.arithmetic import LEVELS, TEMPLATES
 
 OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
@@ -63,7 +63,10 @@ def test_the_default_seed_set_is_pinned(train: list[Problem]) -> None:
         ("Isla is 12 years old and her cousin is 5 years younger. How old was her cousin 2 years ago?", "5"),
         ("A boat travels 20 kilometers every hour. How many kilometers does it travel in 3 hours?", "60"),
     ]
-    assert digest(train) == "49f0e0db90571fd8adbd2e7b0619c0bba132ac71a462ea48e89426a0555c273c"
+    # ids, prompts and labels as they were before levels existed (meta has gained "level" since)
+    unchanged = hashlib.sha256(json.dumps([(p.id, p.prompt, p.label) for p in train]).encode()).hexdigest()
+    assert unchanged == "cfd2ce0980dfa9ea05c77fcfcb9fb02bf9dc6e94f812351335c31eac07a306ea"
+    assert all(p.meta["level"] == 4 for p in train)
 
 
 def test_generation_does_not_depend_on_the_process(train: list[Problem]) -> None:
@@ -108,3 +111,33 @@ def test_seeds_change_the_problems_and_arguments_are_checked() -> None:
         generate_arithmetic(10, split="validation")
     with pytest.raises(ValueError, match="n must be at least 1"):
         generate_arithmetic(0)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_easier_levels_are_one_step_small_and_disjoint(level: int) -> None:
+    train = load_problems(f"embedded:arithmetic-l{level}")
+    test = load_problems(f"embedded:arithmetic-l{level}-test")
+    assert (len(train), len(test)) == (500, 500)
+    assert not {p.prompt for p in train} & {p.prompt for p in test}
+    one_step = {"shopping_total", "sharing_equal", "distance_speed", "distance_rope", "ages_times", "steps_savings"}
+    assert {p.meta["template"] for p in train} == (one_step if level == 3 else set(LEVELS[level].templates))
+    for problem in train + test:
+        value, operations = evaluate(problem.meta["expression"])
+        assert operations == problem.meta["steps"] == 1 and problem.meta["level"] == level, problem
+        assert value.denominator == 1 and problem.label == str(value.numerator), problem
+        numbers = [int(number) for number in re.findall(r"\d+", problem.prompt)]
+        assert max(numbers) <= (200 if level == 3 else 144), problem
+    assert train[0].id == f"arithmetic-l{level}-train-0000" and split_of(test[0].prompt) == "test"
+
+
+def test_level_hand_values_and_argument_check() -> None:
+    bare = generate_arithmetic(200, seed=0, split="train", level=1)
+    assert {p.meta["template"] for p in bare} == {"bare_add", "bare_subtract", "bare_multiply", "bare_divide"}
+    assert [(p.prompt, p.label) for p in bare[:2]] == [("What is 25 - 14?", "11"), ("What is 35 / 5?", "7")]
+    words = load_problems("embedded:arithmetic-l2")
+    assert (words[0].prompt, words[0].label) == (
+        "Grace has 28 cards and Leo has 16 cards. How many cards do they have together?",
+        "44",
+    )
+    with pytest.raises(ValueError, match="level must be one of 1, 2, 3, 4"):
+        generate_arithmetic(10, level=5)

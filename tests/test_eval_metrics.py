@@ -8,7 +8,7 @@ from math import comb
 import pytest
 
 from serl.evaluation.math_eval import math_metrics, score_responses
-from serl.evaluation.metrics import majority_index, pass_at_k, sample_ks, sampled_metrics
+from serl.evaluation.metrics import majority_index, paired_bootstrap, pass_at_k, sample_ks, sampled_metrics
 from serl.evaluation.outputs import read_records
 
 
@@ -107,3 +107,34 @@ def test_breakdowns_by_level_and_subject() -> None:
     breakdowns = math_metrics(records)["breakdowns"]
     assert breakdowns["level"] == {"1": {"questions": 2, "pass@1": 0.5}, "2": {"questions": 1, "pass@1": 1.0}}
     assert breakdowns["subject"]["Algebra"] == {"questions": 2, "pass@1": 1.0}
+
+
+def test_paired_bootstrap_of_identical_models_is_exactly_zero() -> None:
+    scores = [True, False, True, True, False]
+    result = paired_bootstrap(scores, scores, resamples=500)
+    assert (result.difference, result.low, result.high, result.questions) == (0.0, 0.0, 0.0, 5)
+    assert not result.excludes_zero
+
+
+def test_paired_bootstrap_hand_values() -> None:
+    # B fixes 3 of 10 questions that A got wrong and breaks none: every resample's difference is a multiple of 1/10
+    # between 0 and 1, the mean difference is 0.3, and a resample is 0 only if it draws none of the 3 (0.7^10 = 2.8 %).
+    a = [False] * 3 + [True] * 4 + [False] * 3
+    b = [True] * 3 + [True] * 4 + [False] * 3
+    result = paired_bootstrap(a, b, resamples=20_000, seed=1)
+    assert result.difference == pytest.approx(0.3)
+    assert result.low == pytest.approx(0.0) and result.high == pytest.approx(0.6)  # Binomial(10, 0.3)/10 quantiles
+    assert not result.excludes_zero  # 2.8 % of resamples are 0, above the 2.5 % tail
+    many = paired_bootstrap(a * 10, b * 10, resamples=20_000, seed=1)  # 100 questions: 0.3 ± 1.96·0.046
+    assert 0.2 <= many.low <= 0.22 and 0.38 <= many.high <= 0.4 and many.excludes_zero
+
+
+def test_paired_bootstrap_pairs_the_questions() -> None:
+    # Same accuracies (0.5) on 40 questions: paired, B = A gives a zero-width interval; B = not A the widest one.
+    a = [i % 2 == 0 for i in range(40)]
+    swapped = paired_bootstrap(a, [not x for x in a], resamples=5_000)
+    assert swapped.difference == 0.0 and swapped.high - swapped.low > 0.5
+    assert paired_bootstrap(a, a, resamples=5_000).high - paired_bootstrap(a, a, resamples=5_000).low == 0.0
+    assert paired_bootstrap(a, a[::-1], seed=3) == paired_bootstrap(a, a[::-1], seed=3)  # deterministic
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap([True], [True, False])

@@ -1,9 +1,13 @@
-"""Deterministic grade-school arithmetic word problems: the embedded seed and held-out sets for CPU runs.
+"""Deterministic grade-school arithmetic problems: the embedded seed and held-out sets for CPU runs.
 
-Each template draws small numbers, writes a one-to-three step word problem with an exact integer answer, and records
-the arithmetic as an expression in ``meta`` (a worked solution, and something tests can check). Problems go to the
-train or test split by a hash of their text, so the two splits can never share a problem whatever the seed or size.
+Each template draws small numbers, writes a problem with an exact integer answer, and records the arithmetic as an
+expression in ``meta`` (a worked solution, and something tests can check). Problems go to the train or test split by
+a hash of their text, so the two splits can never share a problem whatever the seed, size or level.
 Randomness only goes through ``random.Random(seed).random()``, whose output Python guarantees across versions.
+
+Levels, easiest first (``LEVELS``): 1 bare one-operation arithmetic, 2 one-step word problems, 3 the one-step
+problems of the full word-problem set, 4 the full set of one- to three-step word problems (the default, and what
+``embedded:arithmetic`` has always held). docs/benchmarks.md has the embedded model's accuracy at each level.
 """
 
 from __future__ import annotations
@@ -74,12 +78,109 @@ class _Drawn:
 
 
 Template = Callable[[_Draw], _Drawn]
-TEMPLATES: dict[str, Template] = {}
+TEMPLATES: dict[str, Template] = {}  # the word-problem set of levels 3 and 4
+BARE_TEMPLATES: dict[str, Template] = {}  # level 1
+ONE_STEP_TEMPLATES: dict[str, Template] = {}  # level 2
 
 
 def _template(fn: Template) -> Template:
     TEMPLATES[fn.__name__] = fn
     return fn
+
+
+def _registered(registry: dict[str, Template]) -> Callable[[Template], Template]:
+    def register(fn: Template) -> Template:
+        registry[fn.__name__] = fn
+        return fn
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Level 1: one operation, written as arithmetic. Sums and differences up to 50, products and quotients of one- or
+# two-digit factors up to 12, so the test split holds well over 500 distinct problems.
+
+
+@_registered(BARE_TEMPLATES)
+def bare_add(draw: _Draw) -> _Drawn:
+    a, b = draw.int(2, 50), draw.int(2, 50)
+    return _Drawn(f"What is {a} + {b}?", a + b, f"{a}+{b}", 1)
+
+
+@_registered(BARE_TEMPLATES)
+def bare_subtract(draw: _Draw) -> _Drawn:
+    b = draw.int(2, 25)
+    a = b + draw.int(1, 25)
+    return _Drawn(f"What is {a} - {b}?", a - b, f"{a}-{b}", 1)
+
+
+@_registered(BARE_TEMPLATES)
+def bare_multiply(draw: _Draw) -> _Drawn:
+    a, b = draw.int(2, 12), draw.int(2, 12)
+    return _Drawn(f"What is {a} * {b}?", a * b, f"{a}*{b}", 1)
+
+
+@_registered(BARE_TEMPLATES)
+def bare_divide(draw: _Draw) -> _Drawn:
+    divisor, quotient = draw.int(2, 12), draw.int(2, 12)
+    return _Drawn(f"What is {divisor * quotient} / {divisor}?", quotient, f"{divisor * quotient}/{divisor}", 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Level 2: one-step word problems with the same small numbers.
+
+
+@_registered(ONE_STEP_TEMPLATES)
+def word_gets_more(draw: _Draw) -> _Drawn:
+    p, things, start, more = draw.pick(PEOPLE), draw.pick(COUNTABLES), draw.int(2, 40), draw.int(2, 20)
+    text = f"{p.name} has {start} {things}. {p.He} gets {more} more. How many {things} does {p.he} have now?"
+    return _Drawn(text, start + more, f"{start}+{more}", 1)
+
+
+@_registered(ONE_STEP_TEMPLATES)
+def word_gives_away(draw: _Draw) -> _Drawn:
+    p, things, given = draw.pick(PEOPLE), draw.pick(COUNTABLES), draw.int(1, 20)
+    start = given + draw.int(1, 30)
+    text = f"{p.name} has {start} {things} and gives {given} to a friend. How many {things} does {p.he} have left?"
+    return _Drawn(text, start - given, f"{start}-{given}", 1)
+
+
+@_registered(ONE_STEP_TEMPLATES)
+def word_bags(draw: _Draw) -> _Drawn:
+    p, things, bags, each = draw.pick(PEOPLE), draw.pick(COUNTABLES), draw.int(2, 9), draw.int(2, 9)
+    text = f"{p.name} has {bags} bags with {each} {things} in each bag. How many {things} does {p.he} have?"
+    return _Drawn(text, bags * each, f"{bags}*{each}", 1)
+
+
+@_registered(ONE_STEP_TEMPLATES)
+def word_shares(draw: _Draw) -> _Drawn:
+    p, things, friends, each = draw.pick(PEOPLE), draw.pick(COUNTABLES), draw.int(2, 9), draw.int(2, 9)
+    text = (
+        f"{p.name} shares {friends * each} {things} equally among {friends} friends. "
+        f"How many {things} does each friend get?"
+    )
+    return _Drawn(text, each, f"{friends * each}/{friends}", 1)
+
+
+@_registered(ONE_STEP_TEMPLATES)
+def word_together(draw: _Draw) -> _Drawn:
+    (p, q), things, first, second = _two_people(draw), draw.pick(COUNTABLES), draw.int(2, 30), draw.int(2, 30)
+    text = f"{p.name} has {first} {things} and {q.name} has {second} {things}. How many {things} do they have together?"
+    return _Drawn(text, first + second, f"{first}+{second}", 1)
+
+
+@_registered(ONE_STEP_TEMPLATES)
+def word_how_many_more(draw: _Draw) -> _Drawn:
+    (p, q), things, fewer, gap = _two_people(draw), draw.pick(COUNTABLES), draw.int(2, 30), draw.int(1, 20)
+    text = (
+        f"{p.name} has {fewer + gap} {things} and {q.name} has {fewer} {things}. "
+        f"How many more {things} does {p.name} have than {q.name}?"
+    )
+    return _Drawn(text, gap, f"{fewer + gap}-{fewer}", 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Levels 3 and 4: the word-problem set.
 
 
 def _two_people(draw: _Draw) -> tuple[_Person, _Person]:
@@ -290,24 +391,45 @@ def split_of(text: str) -> str:
     return "test" if int.from_bytes(digest[:8], "big") % 100 < TEST_PERCENT else "train"
 
 
-def generate_arithmetic(n: int, seed: int = 0, split: str = "train") -> list[Problem]:
-    """The first n distinct problems of `split` drawn from the generator seeded with `seed`; same inputs, same list."""
+@dataclass(frozen=True)
+class Level:
+    templates: dict[str, Template]
+    max_steps: int  # problems with more arithmetic operations are drawn again
+    description: str
+
+
+LEVELS: dict[int, Level] = {
+    1: Level(BARE_TEMPLATES, 1, "one operation written as arithmetic (What is 23 + 14?), numbers up to 50"),
+    2: Level(ONE_STEP_TEMPLATES, 1, "one-step word problems, numbers up to 50"),
+    3: Level(TEMPLATES, 1, "the one-step problems of the word-problem set"),
+    4: Level(TEMPLATES, 3, "the word-problem set: one to three steps"),
+}
+DEFAULT_LEVEL = 4
+
+
+def generate_arithmetic(n: int, seed: int = 0, split: str = "train", level: int = DEFAULT_LEVEL) -> list[Problem]:
+    """The first n distinct problems of `split` at `level` drawn from the generator seeded with `seed`; same inputs,
+    same list. Ids are `arithmetic-SPLIT-NNNN` at the default level and `arithmetic-lL-SPLIT-NNNN` at the others."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(map(str, LEVELS))}, got {level!r}")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     draw = _Draw(seed)
-    names = list(TEMPLATES)
+    templates, max_steps = LEVELS[level].templates, LEVELS[level].max_steps
+    names = list(templates)
+    prefix = "arithmetic" if level == DEFAULT_LEVEL else f"arithmetic-l{level}"
     problems: list[Problem] = []
     seen: set[str] = set()
-    for _ in range(1000 * n):  # a bound, never reached in practice: the template space holds millions of problems
+    for _ in range(1000 * n):  # a bound, never reached in practice: each level's space holds thousands of problems
         name = draw.pick(names)
-        drawn = TEMPLATES[name](draw)
-        if drawn.text in seen or split_of(drawn.text) != split:
+        drawn = templates[name](draw)
+        if drawn.steps > max_steps or drawn.text in seen or split_of(drawn.text) != split:
             continue
         seen.add(drawn.text)
-        meta = {"template": name, "steps": drawn.steps, "expression": drawn.expression, "split": split}
-        problems.append(Problem(f"arithmetic-{split}-{len(problems):04d}", drawn.text, str(drawn.answer), meta))
+        meta = {"template": name, "steps": drawn.steps, "expression": drawn.expression, "split": split, "level": level}
+        problems.append(Problem(f"{prefix}-{split}-{len(problems):04d}", drawn.text, str(drawn.answer), meta))
         if len(problems) == n:
             return problems
-    raise RuntimeError(f"could not draw {n} distinct {split} problems")
+    raise RuntimeError(f"could not draw {n} distinct {split} problems at level {level}")

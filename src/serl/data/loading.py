@@ -20,7 +20,14 @@ from serl.data.arithmetic import generate_arithmetic
 from serl.data.records import DataError, Problem
 
 ID_KEYS = ("idx", "id", "unique_id", "question_id")  # tried in order when no id_key is given
-EMBEDDED_DATASETS = {"arithmetic": ("train", 500), "arithmetic-test": ("test", 200)}  # name -> (split, size)
+# name -> (split, size, level): today's sets (level 4), and an easier train/test pair per level (larger test sets,
+# so a few points of accuracy are measurable)
+EMBEDDED_DATASETS: dict[str, tuple[str, int, int]] = {
+    "arithmetic": ("train", 500, 4),
+    "arithmetic-test": ("test", 200, 4),
+}
+EMBEDDED_DATASETS |= {f"arithmetic-l{level}": ("train", 500, level) for level in (1, 2, 3)}
+EMBEDDED_DATASETS |= {f"arithmetic-l{level}-test": ("test", 500, level) for level in (1, 2, 3)}
 SOURCE_HELP = (
     "accepted: a .jsonl, .json or .parquet file, "
     + ", ".join(f"'embedded:{name}'" for name in EMBEDDED_DATASETS)
@@ -73,8 +80,8 @@ def _load_embedded(name: str) -> list[Problem]:
     if name not in EMBEDDED_DATASETS:
         have = ", ".join(f"embedded:{known}" for known in EMBEDDED_DATASETS)
         raise DataError(f"unknown embedded dataset 'embedded:{name}' (have: {have})")
-    split, size = EMBEDDED_DATASETS[name]
-    return generate_arithmetic(size, seed=0, split=split)
+    split, size, level = EMBEDDED_DATASETS[name]
+    return generate_arithmetic(size, seed=0, split=split, level=level)
 
 
 def _read_rows(source: str) -> Iterator[_Row]:

@@ -1,4 +1,5 @@
-"""Pure metric functions for sampled evaluation: unbiased pass@k, mean@k and majority-vote maj@k.
+"""Pure metric functions for evaluation: unbiased pass@k, mean@k, majority-vote maj@k, and a paired bootstrap of the
+difference between two models on the same questions.
 
 Everything here works on plain lists of booleans and an equivalence matrix, so it can be tested by hand and
 recomputed from a per-question output file without a model.
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -77,3 +81,38 @@ def sampled_metrics(correct: Sequence[Sequence[bool]], majority: Sequence[dict[i
                 [float(bool(row[votes[k]])) for row, votes in zip(correct, majority, strict=True)]
             )
     return metrics
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Accuracy of B minus accuracy of A on the same questions, with a paired-bootstrap confidence interval."""
+
+    difference: float
+    low: float
+    high: float
+    questions: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0.0 or self.high < 0.0
+
+
+def paired_bootstrap(
+    a: Sequence[bool | float], b: Sequence[bool | float], *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
+) -> PairedDifference:
+    """mean(b) - mean(a) and its percentile bootstrap interval, resampling questions (each keeps its pair).
+
+    Pairing matters: two models that differ on few questions have a narrow interval even when both are far from
+    certain on each. Deterministic for a given seed.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"need two equally long, non-empty score lists, got {len(a)} and {len(b)}")
+    if not 0.0 < level < 1.0 or resamples < 1:
+        raise ValueError("level must lie in (0, 1) and resamples be at least 1")
+    diffs = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
+    means = diffs[picks].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return PairedDifference(float(diffs.mean()), float(low), float(high), len(diffs))
