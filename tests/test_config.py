@@ -77,6 +77,9 @@ def test_dotted_overrides_parse_yaml_values() -> None:
         ("algo.advantage_estimator=ppo", "is not one of"),
         ("train.max_epochs=1.5", "expected an integer"),
         ("nonsense", "must look like section.key=value"),
+        ("algo.kl_coef=-0.001", "algo.kl_coef: must be >= 0"),  # a negative coefficient would reward drifting away
+        ("rollout.dtype=bf16", "rollout.dtype: 'bf16' is not one of float32, bfloat16, float16"),
+        ("algo.loss_agg=sum", "algo.loss_agg: 'sum' is not one of"),
     ],
 )
 def test_bad_overrides_fail_with_a_clear_message(override: str, message: str) -> None:
@@ -114,3 +117,47 @@ def test_config_show_cli_prints_resolved_values() -> None:
         text=True,
     )
     assert bad.returncode == 2 and "did you mean 'algo.kl_coef'" in bad.stderr
+
+
+def test_each_choice_field_checks_against_its_owners_one_list() -> None:
+    """The config field's Literal is the very tuple the owning code checks against: one list per set of choices."""
+    import dataclasses
+    import typing
+
+    from serl.config import AlgoConfig, RewardConfig, RolloutConfig, SelfInstructConfig, TrainConfig
+    from serl.reward.choices import EXTRACTORS, GT_MATCHES, MAJORITY_METHODS, NO_MAJORITY
+    from serl.rl.choices import ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, OPTIMIZERS, WHITEN_SCOPES
+    from serl.rollout.choices import ENGINES, PROMPT_FORMATS
+    from serl.selfinstruct.choices import NOVELTY_SCOPES
+
+    owners = {
+        (AlgoConfig, "advantage_estimator"): ESTIMATORS,
+        (AlgoConfig, "kl_estimator"): KL_ESTIMATORS,
+        (AlgoConfig, "loss_agg"): LOSS_AGGREGATIONS,
+        (AlgoConfig, "whiten_scope"): WHITEN_SCOPES,
+        (TrainConfig, "optimizer"): OPTIMIZERS,
+        (RewardConfig, "extractor"): EXTRACTORS,
+        (RewardConfig, "majority_method"): MAJORITY_METHODS,
+        (RewardConfig, "no_majority"): NO_MAJORITY,
+        (RewardConfig, "gt_match"): GT_MATCHES,
+        (RolloutConfig, "engine"): ENGINES,
+        (RolloutConfig, "prompt_format"): PROMPT_FORMATS,
+        (SelfInstructConfig, "novelty_scope"): NOVELTY_SCOPES,
+    }
+    for (section, name), choices in owners.items():
+        annotation = typing.get_type_hints(section)[name]
+        assert typing.get_args(annotation) == choices, (section.__name__, name)
+        assert any(f.name == name for f in dataclasses.fields(section))
+
+
+@pytest.mark.parametrize("estimator", ["reinforce_baseline", "rloo", "grpo", "dr_grpo"])
+def test_grouped_estimators_need_two_samples_per_prompt(estimator: str) -> None:
+    with pytest.raises(ConfigError, match="needs n_samples_per_prompt >= 2"):
+        load_config("cpu-demo", [f"algo.advantage_estimator={estimator}", "rollout.n_samples_per_prompt=1"])
+    assert load_config("cpu-demo", ["rollout.n_samples_per_prompt=1"]).algo.advantage_estimator == "reinforce"
+
+
+def test_reading_a_config_imports_no_torch() -> None:
+    code = "import sys, serl.config; serl.config.load_config('paper-llama32-3b'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -17,6 +17,14 @@ from typing import Any
 
 import yaml
 
+# The Literal types of the named choices live with the code that branches on them; the loader checks values against
+# them (so each list of valid names exists once). These modules are torch-free: reading a config stays cheap.
+from serl.reward.choices import Extractor, GtMatch, MajorityMethod, NoMajority
+from serl.rl.choices import GROUPED_ESTIMATORS, Estimator, KLEstimator, LossAggregation, OptimizerName, WhitenScope
+from serl.rollout.choices import ComputeDtype, EngineName, PromptFormat
+from serl.selfinstruct.choices import NoveltyScope
+from serl.trainer.choices import Carryover, Console, TrainMode
+
 
 class ConfigError(ValueError):
     """An invalid preset, key or value."""
@@ -50,19 +58,19 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = "hf"  # hf | vllm
+    engine: EngineName = "hf"
     n_samples_per_prompt: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
     max_new_tokens: int = 1024
     prompt_max_len: int = 1024
-    prompt_format: str = "raw"  # raw (reference: problem text, no template, no BOS) | chat | chat_boxed
+    prompt_format: PromptFormat = "raw"  # raw is the reference's: problem text, no template, no BOS
     stop: list[str] = field(default_factory=list)
     max_batch_size: int | None = None  # engine batch; None lets the engine choose
     # hf engine compute dtype: None = the policy's (fp32 on CPU). "bfloat16" samples with a bf16 copy of the policy,
     # synced after each step (~2.5x faster matmuls on AVX512-BF16 CPUs; sampling numerics change, training does not)
-    dtype: str | None = None
+    dtype: ComputeDtype | None = None
     vllm_gpu_memory_utilization: float = 0.6
     vllm_enable_sleep: bool = True
 
@@ -78,7 +86,7 @@ class SelfInstructConfig:
     max_new_tokens: int = 1024
     prompt_max_len: int = 1024
     rouge_threshold: float = 0.7  # reject when ROUGE-L F > threshold
-    novelty_scope: str = "all"  # all (seeds + every generated problem) | reference (seeds + current batch)
+    novelty_scope: NoveltyScope = "all"  # reference: seeds + current batch only
     faithful_capitalize: bool = False  # True reproduces the reference's str.capitalize() (lower-cases the rest)
     min_words: int = 4
     max_words: int = 150
@@ -87,39 +95,39 @@ class SelfInstructConfig:
 
 @dataclass
 class RewardConfig:
-    extractor: str = "math"  # math | choice | number
+    extractor: Extractor = "math"
     score_prompt_and_response: bool = False  # True reproduces the reference (extraction over prompt + response)
-    majority_method: str = "fast"  # fast (identical rewards, clustered) | reference (all pairs)
+    majority_method: MajorityMethod = "fast"  # fast gives the reference's rewards (property-tested), faster
     difficulty_low: float = 0.2
     difficulty_high: float = 0.8
     timeout_s: float = 5.0
     num_workers: int | None = None  # None: one per core
     # gt reward test: verify (math-verify equivalence of the label's and the response's answers, reference) |
     # contains (1.0 when the label text occurs in the response, e.g. a format reward with label "\\boxed")
-    gt_match: str = "verify"
+    gt_match: GtMatch = "verify"
     # groups where no two responses agree: zero (every response 0.0) | first (reference: one-hot on response 0)
-    no_majority: str = "zero"
+    no_majority: NoMajority = "zero"
 
 
 @dataclass
 class AlgoConfig:
-    advantage_estimator: str = "reinforce"  # reinforce | reinforce_baseline | rloo | grpo | dr_grpo
+    advantage_estimator: Estimator = "reinforce"
     gamma: float = 1.0
-    kl_coef: float = 1e-4  # init_kl_coef; the reference scripts used 1e-3, its README 1e-4
-    kl_estimator: str = "k1"  # k1 | k2 | k3
+    kl_coef: float = 1e-4  # init_kl_coef (>= 0); the reference scripts used 1e-3, its README 1e-4
+    kl_estimator: KLEstimator = "k1"
     use_kl_loss: bool = False  # False: KL in the per-token reward (reference default); True: KL as a loss term
     eps_clip_low: float = 0.2
     eps_clip_high: float = 0.2
     reward_clip: float = 10.0
-    whiten_scope: str = "rollout"  # rollout (reference: before the difficulty filter) | train (final batch)
+    whiten_scope: WhitenScope = "rollout"
     advantage_std_norm: bool = True
     rloo_whiten: bool = True  # OpenRLHF v0.7.1 whitens RLOO; current OpenRLHF does not
-    loss_agg: str = "token_mean_micro"  # token_mean_micro (reference) | token_mean_global | seq_mean_token_mean
+    loss_agg: LossAggregation = "token_mean_micro"  # token_mean_micro is the reference's
 
 
 @dataclass
 class TrainConfig:
-    mode: str = "serl"  # serl (self-instruction + majority) | maj (dataset prompts + majority) | gt (labels)
+    mode: TrainMode = "serl"
     rollout_batch_size: int = 16  # problems per training step (after the difficulty filter)
     train_batch_size: int = 16  # sequences per optimizer step
     micro_train_batch_size: int = 1
@@ -133,14 +141,14 @@ class TrainConfig:
     instructions_per_iteration: int = 2000  # trained problems per iteration (paper: 2000 = 125 steps)
     num_iterations: int = 3
     max_steps: int | None = None  # stop after this many steps overall (None: run all iterations)
-    carryover: str = "expire"  # expire (reference: extra passing groups expire after one step, logged) | keep
+    carryover: Carryover = "expire"
     max_attempts_per_step: int = 50  # rollout rounds per step before stopping with a saved state
     seed: int = 42
     save_every: int = 50  # steps between resumable checkpoints (also saved at every iteration end)
     keep_checkpoints: int = 3
     # adamw (torch, fused where it can) | adamw_8bit (bitsandbytes, GPU only). Optimizer-state offload to CPU is a
     # DeepSpeed setting: launch with configs/accelerate/gpu_zero3_offload.yaml.
-    optimizer: str = "adamw"
+    optimizer: OptimizerName = "adamw"
     # rows of a micro-batch that share a prompt (a group's samples) run it through the decoder once; same update.
     # Micro-batches then take whole groups where that cannot change the update (one step per epoch, loss_agg
     # not token_mean_micro). False: the padded [prompt | response] batch of every row, as before.
@@ -154,7 +162,7 @@ class EvalConfig:
     input_key: str = "problem"
     label_key: str = "answer"
     max_samples: int | None = 200
-    prompt_format: str | None = None  # None: same as rollout.prompt_format
+    prompt_format: PromptFormat | None = None  # None: same as rollout.prompt_format
     max_new_tokens: int = 1024
     at_start: bool = False  # evaluate the initial policy before the first step
 
@@ -162,7 +170,7 @@ class EvalConfig:
 @dataclass
 class LogConfig:
     run_dir: str | None = None  # None: runs/<preset>-<timestamp>
-    console: str = "rich"  # rich | quiet | json
+    console: Console = "rich"
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "serl"
@@ -183,26 +191,6 @@ class SerlConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
-
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "rollout.engine": ("hf", "vllm"),
-    "rollout.prompt_format": ("raw", "chat", "chat_boxed"),
-    "selfinstruct.novelty_scope": ("all", "reference"),
-    "reward.extractor": ("math", "choice", "number"),
-    "reward.majority_method": ("fast", "reference"),
-    "reward.gt_match": ("verify", "contains"),
-    "reward.no_majority": ("zero", "first"),
-    "rollout.dtype": (None, "float32", "bfloat16", "float16"),
-    "algo.advantage_estimator": ("reinforce", "reinforce_baseline", "rloo", "grpo", "dr_grpo"),
-    "algo.kl_estimator": ("k1", "k2", "k3"),
-    "algo.whiten_scope": ("rollout", "train"),
-    "algo.loss_agg": ("token_mean_micro", "token_mean_global", "seq_mean_token_mean"),
-    "train.mode": ("serl", "maj", "gt"),
-    "train.carryover": ("expire", "keep"),
-    "train.optimizer": ("adamw", "adamw_8bit"),
-    "log.console": ("rich", "quiet", "json"),
-}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -230,6 +218,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         if isinstance(value, tuple):
@@ -293,16 +286,14 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
 
 
 def validate(cfg: SerlConfig) -> SerlConfig:
-    for dotted, choices in CHOICES.items():
-        section, name = dotted.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in choices:
-            raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(map(str, choices))}")
+    """Checks across fields (each field's type and choices are checked as it is read)."""
     if not 0.0 <= cfg.reward.difficulty_low <= cfg.reward.difficulty_high <= 1.0:
         raise ConfigError("reward.difficulty_low/high: need 0 <= low <= high <= 1")
     if cfg.rollout.n_samples_per_prompt < 1:
         raise ConfigError("rollout.n_samples_per_prompt: must be >= 1")
-    if cfg.algo.advantage_estimator in ("rloo", "grpo", "reinforce_baseline") and cfg.rollout.n_samples_per_prompt < 2:
+    if cfg.algo.kl_coef < 0:
+        raise ConfigError(f"algo.kl_coef: must be >= 0, got {cfg.algo.kl_coef}")
+    if cfg.algo.advantage_estimator in GROUPED_ESTIMATORS and cfg.rollout.n_samples_per_prompt < 2:
         raise ConfigError(f"algo.advantage_estimator={cfg.algo.advantage_estimator} needs n_samples_per_prompt >= 2")
     if cfg.train.train_batch_size % cfg.train.micro_train_batch_size:
         raise ConfigError("train.train_batch_size must be a multiple of train.micro_train_batch_size")

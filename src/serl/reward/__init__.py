@@ -7,28 +7,28 @@ Typical use in a training step::
     log(batch_metrics(votes, gt_rewards=None))
 
 Every function here has its own time limit and never hangs on a pathological answer, from any thread.
-"""
+
+Public names are imported from their submodules on first use (`serl.lazy`), so importing `serl.reward.choices`
+(as the config loader does) does not import math-verify or sympy."""
 
 from __future__ import annotations
 
-from serl.reward.equivalence import clear_equivalence_cache, is_equivalent
-from serl.reward.extract import EXTRACTORS, Answer, extract_answer, extract_choice
-from serl.reward.ground_truth import gold_text, gt_reward, gt_rewards
-from serl.reward.majority import GroupVote, majority_vote, score_groups
-from serl.reward.metrics import batch_metrics
+from serl.lazy import lazy_exports
 
-__all__ = [
-    "EXTRACTORS",
-    "Answer",
-    "GroupVote",
-    "batch_metrics",
-    "clear_equivalence_cache",
-    "extract_answer",
-    "extract_choice",
-    "gold_text",
-    "gt_reward",
-    "gt_rewards",
-    "is_equivalent",
-    "majority_vote",
-    "score_groups",
-]
+_EXPORTS = {
+    "EXTRACTORS": "choices",
+    "clear_equivalence_cache": "equivalence",
+    "is_equivalent": "equivalence",
+    "Answer": "extract",
+    "extract_answer": "extract",
+    "extract_choice": "extract",
+    "gold_text": "ground_truth",
+    "gt_reward": "ground_truth",
+    "gt_rewards": "ground_truth",
+    "GroupVote": "majority",
+    "majority_vote": "majority",
+    "score_groups": "majority",
+    "batch_metrics": "metrics",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

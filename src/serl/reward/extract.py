@@ -22,9 +22,8 @@ import math_verify.parser
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 from sympy import srepr
 
+from serl.reward.choices import EXTRACTORS
 from serl.reward.pool import guarded_call
-
-EXTRACTORS = ("math", "choice", "number")
 
 # The reference's extraction targets, in its order (order breaks ties between matches at the same position).
 _MATH_TARGETS = (ExprExtractionConfig(), LatexExtractionConfig())

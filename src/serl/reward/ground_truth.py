@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
+from serl.reward.choices import GT_MATCHES
 from serl.reward.equivalence import equivalent_raw
 from serl.reward.extract import check_extractor, extract_raw
 from serl.reward.limits import can_interrupt
 from serl.reward.pool import default_num_workers, guarded_call, hard_limit, map_isolated
 
 _MATH_DELIMITERS = ("$", "\\boxed", "\\[", "\\(")
-GT_MATCHES = ("verify", "contains")
 
 
 def gold_text(label: object, extractor: str = "math") -> str:

@@ -23,16 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
+from serl.reward.choices import MAJORITY_METHODS, NO_MAJORITY, MajorityMethod, NoMajority
 from serl.reward.disproof import certainly_different
 from serl.reward.equivalence import equivalent_cached, verify_one_way
 from serl.reward.extract import Answer, check_extractor, extract_raw
 from serl.reward.limits import BUDGET_FACTOR, Budget, can_interrupt
 from serl.reward.pool import default_num_workers, hard_limit, map_isolated, run_isolated
 
-Method = Literal["fast", "reference"]
-NoMajority = Literal["zero", "first"]
 _CUT = object()
 
 
@@ -56,7 +54,7 @@ def majority_vote(
     responses: Sequence[str],
     *,
     extractor: str = "math",
-    method: Method = "fast",
+    method: MajorityMethod = "fast",
     prompt: str | None = None,
     score_prompt_and_response: bool = False,
     timeout_s: float = 5.0,
@@ -86,7 +84,7 @@ def score_groups(
     prompts: Sequence[str] | None = None,
     num_workers: int | None = None,
     extractor: str = "math",
-    method: Method = "fast",
+    method: MajorityMethod = "fast",
     score_prompt_and_response: bool = False,
     timeout_s: float = 5.0,
     no_majority: NoMajority = "zero",
@@ -118,10 +116,10 @@ def score_groups(
 
 def _check_options(extractor: str, method: str, no_majority: str) -> None:
     check_extractor(extractor)
-    if method not in ("fast", "reference"):
-        raise ValueError(f"unknown method {method!r}; expected 'fast' or 'reference'")
-    if no_majority not in ("zero", "first"):
-        raise ValueError(f"unknown no_majority {no_majority!r}; expected 'zero' or 'first'")
+    if method not in MAJORITY_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(MAJORITY_METHODS)}")
+    if no_majority not in NO_MAJORITY:
+        raise ValueError(f"unknown no_majority {no_majority!r}; expected one of {', '.join(NO_MAJORITY)}")
 
 
 def _texts(responses: Sequence[str], prompt: str | None, score_prompt_and_response: bool) -> list[str]:

@@ -1,46 +1,35 @@
-"""RL core: advantage estimators, KL, PPO-clip loss, memory-efficient token log-probs and the policy update."""
+"""RL core: advantage estimators, KL, PPO-clip loss, memory-efficient token log-probs and the policy update.
+
+Public names are imported from their submodules on first use (`serl.lazy`), so importing `serl.rl.choices`
+(as the config loader does) does not import torch."""
 
 from __future__ import annotations
 
-from serl.rl.advantages import (
-    ESTIMATORS,
-    compute_advantages,
-    discounted_returns,
-    effective_gamma,
-    estimator_whitens,
-    shape_rewards,
-    token_level_rewards,
-)
-from serl.rl.experience import Experience
-from serl.rl.kl import kl_estimate
-from serl.rl.logprobs import chunked_token_logprobs, naive_token_logprobs, response_logprobs
-from serl.rl.loss import LOSS_AGGREGATIONS, aggregate_loss, clipped_policy_loss
-from serl.rl.masked import masked_mean, masked_whiten
-from serl.rl.policy_trainer import PolicyTrainer
-from serl.rl.schedule import cosine_schedule, lr_multiplier
-from serl.rl.sequences import SequenceBatch, build_sequences
+from serl.lazy import lazy_exports
 
-__all__ = [
-    "ESTIMATORS",
-    "LOSS_AGGREGATIONS",
-    "Experience",
-    "PolicyTrainer",
-    "SequenceBatch",
-    "aggregate_loss",
-    "build_sequences",
-    "chunked_token_logprobs",
-    "clipped_policy_loss",
-    "compute_advantages",
-    "cosine_schedule",
-    "discounted_returns",
-    "effective_gamma",
-    "estimator_whitens",
-    "kl_estimate",
-    "lr_multiplier",
-    "masked_mean",
-    "masked_whiten",
-    "naive_token_logprobs",
-    "response_logprobs",
-    "shape_rewards",
-    "token_level_rewards",
-]
+_EXPORTS = {
+    "ESTIMATORS": "choices",
+    "LOSS_AGGREGATIONS": "choices",
+    "compute_advantages": "advantages",
+    "discounted_returns": "advantages",
+    "effective_gamma": "advantages",
+    "estimator_whitens": "advantages",
+    "shape_rewards": "advantages",
+    "token_level_rewards": "advantages",
+    "Experience": "experience",
+    "kl_estimate": "kl",
+    "chunked_token_logprobs": "logprobs",
+    "naive_token_logprobs": "logprobs",
+    "response_logprobs": "logprobs",
+    "aggregate_loss": "loss",
+    "clipped_policy_loss": "loss",
+    "masked_mean": "masked",
+    "masked_whiten": "masked",
+    "PolicyTrainer": "policy_trainer",
+    "cosine_schedule": "schedule",
+    "lr_multiplier": "schedule",
+    "SequenceBatch": "sequences",
+    "build_sequences": "sequences",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -12,20 +12,15 @@ Groups are contiguous: rows [g·n, (g+1)·n) are the n samples of prompt g.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
 
 import torch
 
+from serl.rl.choices import ESTIMATORS, GROUPED_ESTIMATORS, check_choice
 from serl.rl.masked import masked_whiten
-
-Estimator = Literal["reinforce", "reinforce_baseline", "rloo", "grpo", "dr_grpo"]
-ESTIMATORS: tuple[str, ...] = ("reinforce", "reinforce_baseline", "rloo", "grpo", "dr_grpo")
-GROUPED_ESTIMATORS = frozenset({"reinforce_baseline", "rloo", "grpo", "dr_grpo"})
 
 
 def check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+    check_choice(estimator, ESTIMATORS, "advantage estimator")
 
 
 def effective_gamma(estimator: str, gamma: float) -> float:

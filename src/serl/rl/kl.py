@@ -6,11 +6,9 @@ No clamping, as in OpenRLHF v0.7.1. Padding positions give 0.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-KLEstimator = Literal["k1", "k2", "k3"]
+from serl.rl.choices import KL_ESTIMATORS, KLEstimator, check_choice
 
 
 def kl_estimate(
@@ -23,4 +21,5 @@ def kl_estimate(
         return delta**2 / 2
     if estimator == "k3":
         return torch.expm1(-delta) + delta
-    raise ValueError(f"unknown kl estimator {estimator!r}; use k1, k2 or k3")
+    check_choice(estimator, KL_ESTIMATORS, "kl estimator")
+    raise AssertionError(estimator)  # a choice without a branch above

@@ -9,14 +9,10 @@ micro-batches add up to the step loss and gradient accumulation needs no further
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
+from serl.rl.choices import LOSS_AGGREGATIONS, LossAggregation, check_choice
 from serl.rl.masked import masked_mean
-
-LossAggregation = Literal["token_mean_micro", "token_mean_global", "seq_mean_token_mean"]
-LOSS_AGGREGATIONS: tuple[str, ...] = ("token_mean_micro", "token_mean_global", "seq_mean_token_mean")
 
 
 def clipped_policy_loss(
@@ -39,7 +35,7 @@ def aggregate_loss(
     per_token: torch.Tensor,
     action_mask: torch.Tensor,
     *,
-    mode: str,
+    mode: LossAggregation,
     step_tokens: int,
     step_sequences: int,
     step_micro_batches: int,
@@ -53,4 +49,5 @@ def aggregate_loss(
         return (per_token * mask).sum() / max(step_tokens, 1)
     if mode == "seq_mean_token_mean":
         return masked_mean(per_token, mask, dim=-1).sum() / step_sequences
-    raise ValueError(f"unknown loss aggregation {mode!r}; use one of {', '.join(LOSS_AGGREGATIONS)}")
+    check_choice(mode, LOSS_AGGREGATIONS, "loss aggregation")
+    raise AssertionError(mode)  # a choice without a branch above

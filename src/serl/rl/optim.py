@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "adamw_8bit", "deepspeed_cpu_adam")
+from serl.rl.choices import OPTIMIZERS, OptimizerName, check_choice
 
 
-def make_optimizer(params: list[nn.Parameter], name: str = "adamw", **options: Any) -> torch.optim.Optimizer:
+def make_optimizer(params: list[nn.Parameter], name: OptimizerName = "adamw", **options: Any) -> torch.optim.Optimizer:
     """adamw: the fused kernel where the device and dtype have one (5x faster than foreach on CPU), else the default;
     adamw_8bit: bitsandbytes.optim.AdamW8bit (CUDA only); deepspeed_cpu_adam: for ZeRO optimizer offload."""
     if name == "adamw_8bit":
@@ -25,8 +25,7 @@ def make_optimizer(params: list[nn.Parameter], name: str = "adamw", **options: A
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(params, adamw_mode=True, **options)
-    if name != "adamw":
-        raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+    check_choice(name, OPTIMIZERS, "optimizer")
     try:
         return torch.optim.AdamW(params, fused=True, **options)
     except (RuntimeError, ValueError):

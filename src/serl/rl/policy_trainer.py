@@ -26,11 +26,12 @@ try:
 except ImportError:  # accelerate is only needed for multi-process runs
     DistributedType = None  # type: ignore[assignment,misc]
 
-from serl.rl.advantages import check_estimator, compute_advantages, estimator_whitens
+from serl.rl.advantages import compute_advantages, estimator_whitens
+from serl.rl.choices import ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, WHITEN_SCOPES, check_choice
 from serl.rl.experience import Experience
 from serl.rl.kl import kl_estimate
 from serl.rl.logprobs import plain_output_weight, response_logprobs
-from serl.rl.loss import LOSS_AGGREGATIONS, aggregate_loss, clipped_policy_loss
+from serl.rl.loss import aggregate_loss, clipped_policy_loss
 from serl.rl.masked import masked_mean, masked_whiten
 from serl.rl.optim import load_optimizer_state, make_optimizer, optimizer_state
 from serl.rl.prefix import shared_prompt_logprobs
@@ -110,13 +111,10 @@ class PolicyTrainer:
         ``share_prompts``: a micro-batch's rows that share a prompt run it through the decoder once
         (`serl.rl.prefix`; same loss and gradient). Where micro-batch composition cannot change the update (one
         optimizer step per epoch and a loss that is not a per-micro-batch mean) micro-batches take whole groups."""
-        check_estimator(advantage_estimator)
-        if kl_estimator not in ("k1", "k2", "k3"):
-            raise ValueError(f"unknown kl estimator {kl_estimator!r}; use k1, k2 or k3")
-        if loss_agg not in LOSS_AGGREGATIONS:
-            raise ValueError(f"unknown loss aggregation {loss_agg!r}; use one of {', '.join(LOSS_AGGREGATIONS)}")
-        if whiten_scope not in ("rollout", "train"):
-            raise ValueError(f"unknown whiten_scope {whiten_scope!r}; use rollout or train")
+        check_choice(advantage_estimator, ESTIMATORS, "advantage estimator")
+        check_choice(kl_estimator, KL_ESTIMATORS, "kl estimator")
+        check_choice(loss_agg, LOSS_AGGREGATIONS, "loss aggregation")
+        check_choice(whiten_scope, WHITEN_SCOPES, "whiten_scope")
         if micro_batch_size < 1 or train_batch_size % micro_batch_size:
             raise ValueError(
                 f"train_batch_size ({train_batch_size}) must be a positive multiple of micro_batch_size "

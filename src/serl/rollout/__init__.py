@@ -1,16 +1,37 @@
-"""Rollout engines behind one interface (`RolloutEngine`): `make_engine("hf" | "vllm", model, tokenizer, ...)`."""
+"""Rollout engines behind one interface (`RolloutEngine`): `make_engine("hf" | "vllm", model, tokenizer, ...)`.
+
+The other public names are imported from their submodules on first use (`serl.lazy`), so importing
+`serl.rollout.choices` (as the config loader does) does not import torch."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from serl.rollout.base import Completion, FinishReason, RolloutEngine, SamplingParams
-from serl.rollout.formats import PROMPT_FORMATS, encode_prompt, format_prompt
+from serl.lazy import lazy_exports
+from serl.rollout.choices import ENGINES
 
 if TYPE_CHECKING:
     from serl.config import RolloutConfig
+    from serl.rollout.base import RolloutEngine
 
-ENGINES = ("hf", "vllm")
+_EXPORTS = {
+    "Completion": "base",
+    "FinishReason": "base",
+    "RolloutEngine": "base",
+    "SamplingParams": "base",
+    "PROMPT_FORMATS": "choices",
+    "encode_prompt": "formats",
+    "format_prompt": "formats",
+}
+_lazy_getattr, _lazy_dir = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy_getattr(name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*_lazy_dir(), "ENGINES", "engine_options", "make_engine"])
 
 
 def make_engine(kind: str, model: Any, tokenizer: Any, **kwargs: Any) -> RolloutEngine:
@@ -46,15 +67,4 @@ def engine_options(rollout: RolloutConfig, *, seed: int = 0, rank: int = 0, worl
     return options
 
 
-__all__ = [
-    "ENGINES",
-    "PROMPT_FORMATS",
-    "Completion",
-    "FinishReason",
-    "RolloutEngine",
-    "SamplingParams",
-    "encode_prompt",
-    "engine_options",
-    "format_prompt",
-    "make_engine",
-]
+__all__ = sorted([*_EXPORTS, "ENGINES", "engine_options", "make_engine"])

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-PROMPT_FORMATS = ("raw", "chat", "chat_boxed")
+from serl.rollout.choices import PROMPT_FORMATS, PromptFormat
+
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def format_prompt(tokenizer: Any, problem: str, fmt: str = "raw") -> str:
+def format_prompt(tokenizer: Any, problem: str, fmt: PromptFormat = "raw") -> str:
     """The prompt text for one problem in format `fmt` (one of PROMPT_FORMATS)."""
     if fmt == "raw":
         return problem

@@ -12,46 +12,38 @@ One generation round, as the trainer and `serl generate` run it::
     log.write([fate_record(p.id, difficulty_fate(v.majority_ratio), step=step, ratio=v.majority_ratio)
                for p, v in zip(batch, votes)], pools)
     log.write([fate_record(i, "trained", step=step) for i in trained_ids], pools)
-"""
+
+Public names are imported from their submodules on first use (`serl.lazy`), so importing `serl.selfinstruct.choices`
+(as the config loader does) does not import torch."""
 
 from __future__ import annotations
 
-from serl.selfinstruct.difficulty import difficulty_fate, passes_difficulty
-from serl.selfinstruct.filters import RULES, clean_item, rule_violation
-from serl.selfinstruct.novelty import NoveltyIndex, NoveltyResult, rouge_l, rouge_tokens
-from serl.selfinstruct.parsing import extract_items
-from serl.selfinstruct.pools import GeneratedProblem, InstructionLog, Pools, fate_record, rebuild_pools
-from serl.selfinstruct.prompts import (
-    GenerationPrompt,
-    Instruction,
-    build_generation_prompt,
-    generation_params,
-    load_instruction,
-)
-from serl.selfinstruct.screen import comparison_set, screen_responses, sync_index
+from serl.lazy import lazy_exports
 
-__all__ = [
-    "RULES",
-    "GeneratedProblem",
-    "GenerationPrompt",
-    "Instruction",
-    "InstructionLog",
-    "NoveltyIndex",
-    "NoveltyResult",
-    "Pools",
-    "build_generation_prompt",
-    "clean_item",
-    "comparison_set",
-    "difficulty_fate",
-    "extract_items",
-    "fate_record",
-    "generation_params",
-    "load_instruction",
-    "passes_difficulty",
-    "rebuild_pools",
-    "rouge_l",
-    "rouge_tokens",
-    "rule_violation",
-    "screen_responses",
-    "sync_index",
-]
+_EXPORTS = {
+    "difficulty_fate": "difficulty",
+    "passes_difficulty": "difficulty",
+    "RULES": "filters",
+    "clean_item": "filters",
+    "rule_violation": "filters",
+    "NoveltyIndex": "novelty",
+    "NoveltyResult": "novelty",
+    "rouge_l": "novelty",
+    "rouge_tokens": "novelty",
+    "extract_items": "parsing",
+    "GeneratedProblem": "pools",
+    "InstructionLog": "pools",
+    "Pools": "pools",
+    "fate_record": "pools",
+    "rebuild_pools": "pools",
+    "GenerationPrompt": "prompts",
+    "Instruction": "prompts",
+    "build_generation_prompt": "prompts",
+    "generation_params": "prompts",
+    "load_instruction": "prompts",
+    "comparison_set": "screen",
+    "screen_responses": "screen",
+    "sync_index": "screen",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

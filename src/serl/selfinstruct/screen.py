@@ -6,14 +6,13 @@ so a round that crashes before the write leaves no trace and is simply generated
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
+from serl.selfinstruct.choices import NOVELTY_SCOPES, NoveltyScope
 from serl.selfinstruct.filters import clean_item, rule_violation
 from serl.selfinstruct.novelty import NoveltyIndex
 from serl.selfinstruct.parsing import extract_items
 from serl.selfinstruct.pools import Pools
-
-NoveltyScope = Literal["all", "reference"]
 
 
 def seed_key(index: int) -> str:
@@ -28,8 +27,8 @@ def comparison_set(pools: Pools, scope: NoveltyScope) -> dict[str, str]:
     """What a new candidate is compared with: the seeds plus every accepted problem (`all`, the default) or
     plus only the accepted problems still waiting for rollout (`reference`: the reference's batch buffer,
     §1.5)."""
-    if scope not in ("all", "reference"):
-        raise ValueError(f"unknown novelty scope {scope!r}; expected 'all' or 'reference'")
+    if scope not in NOVELTY_SCOPES:
+        raise ValueError(f"unknown novelty scope {scope!r}; expected one of {', '.join(NOVELTY_SCOPES)}")
     wanted = {seed_key(i): text for i, text in enumerate(pools.seeds)}
     problems = pools.history.values() if scope == "all" else pools.pending()
     wanted.update((generated_key(p.id), p.text) for p in problems)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from serl.config import SerlConfig
+if TYPE_CHECKING:
+    from serl.config import SerlConfig
 
 
 def run_training(cfg: SerlConfig, run_dir: Path | None = None, resume: bool = False) -> Path:

@@ -1,0 +1,10 @@
+"""The named choices of self-instruction, one list each: the config loader checks `selfinstruct.*` values against
+these Literal types, and the functions that branch on them check their arguments against the same lists."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+NoveltyScope = Literal["all", "reference"]  # all: seeds + every generated problem | reference: seeds + current batch
+
+NOVELTY_SCOPES: tuple[str, ...] = get_args(NoveltyScope)
