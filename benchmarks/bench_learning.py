@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from serl.config import AlgoConfig, TrainConfig
 from serl.models import load_policy
 from serl.rl import ESTIMATORS, PolicyTrainer
 from serl.rollout import SamplingParams, make_engine
@@ -71,14 +72,16 @@ def main() -> None:
         trainer = PolicyTrainer(
             model,
             None,
+            algo=AlgoConfig(advantage_estimator=estimator, kl_coef=0.0),
+            train=TrainConfig(
+                learning_rate=args.lr,
+                lr_warmup_ratio=0.0,
+                micro_train_batch_size=args.train_batch_size,
+                train_batch_size=args.train_batch_size,
+                seed=args.seed,
+            ),
             pad_token_id=tokenizer.pad_token_id,
-            lr=args.lr,
             total_optimizer_steps=args.steps * args.prompts * args.n // args.train_batch_size,
-            warmup_ratio=0.0,
-            micro_batch_size=args.train_batch_size,
-            train_batch_size=args.train_batch_size,
-            advantage_estimator=estimator,
-            seed=args.seed,
         )
         train_rewards = []
         for step in range(args.steps):

@@ -45,6 +45,7 @@ def reset_peak() -> None:
 def child(args: argparse.Namespace) -> None:
     import torch
 
+    from serl.config import AlgoConfig, TrainConfig
     from serl.models import load_model, load_policy
     from serl.rl import PolicyTrainer
     from serl.trainer.memory import apply_lora, enable_gradient_checkpointing, lora_reference_context
@@ -65,12 +66,10 @@ def child(args: argparse.Namespace) -> None:
         model,
         reference,
         reference_context=context,
+        algo=AlgoConfig(kl_coef=1e-4),
+        train=TrainConfig(learning_rate=1e-6, micro_train_batch_size=args.micro_batch, train_batch_size=args.sequences),
         pad_token_id=tokenizer.pad_token_id,
-        lr=1e-6,
         total_optimizer_steps=10,
-        kl_coef=1e-4,
-        micro_batch_size=args.micro_batch,
-        train_batch_size=args.sequences,
         forward_batch_size=args.micro_batch,
     )
     group = 4

@@ -32,7 +32,9 @@ import time
 import torch
 from torch import nn
 
+from serl.config import AlgoConfig, TrainConfig
 from serl.models import load_policy
+from serl.parallel import Parallel
 from serl.rl import PolicyTrainer
 
 
@@ -124,15 +126,12 @@ def main() -> None:
     trainer = PolicyTrainer(
         model,
         reference,
+        algo=AlgoConfig(advantage_estimator="reinforce", kl_coef=args.kl_coef),
+        train=TrainConfig(learning_rate=1e-6, micro_train_batch_size=micro, train_batch_size=args.sequences),
         pad_token_id=tokenizer.pad_token_id,
-        lr=1e-6,
         total_optimizer_steps=100,
-        micro_batch_size=micro,
-        train_batch_size=args.sequences,
         forward_batch_size=micro,
-        kl_coef=args.kl_coef,
-        advantage_estimator="reinforce",
-        accelerator=accelerator,
+        parallel=Parallel(accelerator),
     )
     low, high = 3, tokenizer.vocab_size  # ordinary tokens, no special ids
     prompts = torch.randint(low, high, (args.sequences, args.prompt_tokens)).tolist()

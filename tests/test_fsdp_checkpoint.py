@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from serl.parallel import load_full_state_dict
 from serl.rl.optim import load_optimizer_state, make_optimizer, optimizer_state
-from serl.trainer.distributed import load_full_state_dict
 
 LR = 1e-2
 

@@ -122,6 +122,8 @@ def test_policy_update_under_bf16_autocast_keeps_fp32_weights_and_moves_them(pol
 
     from accelerate import Accelerator
 
+    from serl.config import AlgoConfig, TrainConfig
+    from serl.parallel import Parallel
     from serl.rl import PolicyTrainer
 
     model, tokenizer = policy
@@ -129,13 +131,11 @@ def test_policy_update_under_bf16_autocast_keeps_fp32_weights_and_moves_them(pol
     accelerator = Accelerator(mixed_precision="bf16", cpu=DEVICE == "cpu")
     trainer = PolicyTrainer(
         trained,
+        algo=AlgoConfig(kl_coef=0.0),
+        train=TrainConfig(learning_rate=1e-3, lr_warmup_ratio=0.0, micro_train_batch_size=4, train_batch_size=8),
         pad_token_id=tokenizer.pad_token_id,
-        lr=1e-3,
         total_optimizer_steps=4,
-        warmup_ratio=0.0,
-        micro_batch_size=4,
-        train_batch_size=8,
-        accelerator=accelerator,
+        parallel=Parallel(accelerator),
     )
     generator = torch.Generator().manual_seed(0)
     prompts = torch.randint(3, tokenizer.vocab_size, (8, 12), generator=generator).tolist()

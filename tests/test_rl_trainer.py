@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from serl.config import AlgoConfig, TrainConfig
 from serl.rl import Experience, PolicyTrainer, build_sequences, lr_multiplier, masked_mean, response_logprobs
 
 PAD = 2
@@ -43,19 +44,23 @@ def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
+# The trainer's own keyword arguments; the others name fields of AlgoConfig or TrainConfig (a few by short names).
+TRAINER_OPTIONS = ("pad_token_id", "total_optimizer_steps", "temperature", "reference_context", "defer_old_logprobs")
+SHORT_NAMES = {"lr": "learning_rate", "warmup_ratio": "lr_warmup_ratio", "micro_batch_size": "micro_train_batch_size"}
+
+
 def make_trainer(model, ref=None, **overrides) -> PolicyTrainer:
-    options = {
-        "pad_token_id": PAD,
-        "lr": 1e-3,
-        "total_optimizer_steps": 100,
-        "warmup_ratio": 0.0,
-        "micro_batch_size": 2,
-        "train_batch_size": 8,
-        "advantage_estimator": "reinforce",
-        "seed": 0,
-    }
-    options.update(overrides)
-    return PolicyTrainer(model, ref, **options)
+    algo = AlgoConfig(kl_coef=0.0)
+    train = TrainConfig(learning_rate=1e-3, lr_warmup_ratio=0.0, micro_train_batch_size=2, train_batch_size=8, seed=0)
+    options = {"pad_token_id": PAD, "total_optimizer_steps": 100}
+    for key, value in overrides.items():
+        key = SHORT_NAMES.get(key, key)
+        if key in TRAINER_OPTIONS:
+            options[key] = value
+        else:
+            assert hasattr(algo, key) or hasattr(train, key), key
+            setattr(algo if hasattr(algo, key) else train, key, value)
+    return PolicyTrainer(model, ref, algo=algo, train=train, **options)
 
 
 def grads_at_step(trainer: PolicyTrainer) -> list[list[torch.Tensor]]:

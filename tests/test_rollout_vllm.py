@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from serl.config import load_config
+from serl.parallel import full_parameters, gathered_state_dict, unwrapped_name
 from serl.rollout import engine_options, make_engine
-from serl.rollout.vllm import VLLMEngine, full_parameters, gathered_state_dict, unwrapped_name
+from serl.rollout.vllm import VLLMEngine
 
 
 def _model(seed: int = 0) -> nn.Sequential:

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+from serl.rl.advantages import compute_advantages, estimator_whitens
+from serl.rl.kl import kl_estimate
+
+if TYPE_CHECKING:
+    from serl.config import AlgoConfig
 
 
 @dataclass
@@ -98,3 +105,72 @@ class Experience:
             whiten_pending=first.whiten_pending,
             policy_version=first.policy_version,
         )
+
+
+def token_rows(
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    rewards: torch.Tensor,
+    group_size: int,
+) -> tuple[list[list[int]], list[list[int]], torch.Tensor]:
+    """Checked rows of a rollout: (prompts, responses) as int lists and the [N, R] action mask of the responses."""
+    count = len(prompt_ids)
+    if count == 0 or rewards.numel() != count or len(response_ids) != count:
+        raise ValueError(
+            f"make_experience needs as many prompts, responses and rewards (got {count}, {len(response_ids)}, "
+            f"{rewards.numel()}), at least one"
+        )
+    if count % group_size:
+        raise ValueError(f"{count} sequences do not split into groups of {group_size}")
+    if not torch.isfinite(rewards).all():
+        raise ValueError("rewards must be finite; give a failed or unparsable response reward 0")
+    prompts = [[int(t) for t in ids] for ids in prompt_ids]
+    responses = [[int(t) for t in ids] for ids in response_ids]
+    lengths = torch.tensor([len(r) for r in responses])
+    return prompts, responses, torch.arange(int(lengths.max())) < lengths[:, None]
+
+
+def assemble_experience(
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    action_mask: torch.Tensor,
+    rewards: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
+    ref_logprobs: torch.Tensor | None,
+    *,
+    algo: AlgoConfig,
+    group_size: int,
+) -> Experience:
+    """The experience of a scored rollout: per-token KL (when there are reference log-probs), advantages and returns
+    as ALGO computes them (serl-reference §4). KL goes into the per-token reward, or stays out of it as a loss term
+    (`use_kl_loss`, which keeps the reference log-probs for the update)."""
+    kl = torch.zeros(action_mask.shape, dtype=torch.float32)
+    if ref_logprobs is not None:
+        kl = kl_estimate(old_logprobs, ref_logprobs, action_mask, estimator=algo.kl_estimator)
+    advantages, returns = compute_advantages(
+        rewards,
+        action_mask,
+        None if algo.use_kl_loss else kl,
+        estimator=algo.advantage_estimator,
+        group_size=group_size,
+        kl_coef=algo.kl_coef,
+        gamma=algo.gamma,
+        reward_clip=algo.reward_clip,
+        whiten=algo.whiten_scope == "rollout",
+        advantage_std_norm=algo.advantage_std_norm,
+        rloo_whiten=algo.rloo_whiten,
+    )
+    whitens = estimator_whitens(algo.advantage_estimator, rloo_whiten=algo.rloo_whiten)
+    return Experience(
+        prompt_ids=prompts,
+        response_ids=responses,
+        action_mask=action_mask,
+        old_logprobs=old_logprobs,
+        ref_logprobs=ref_logprobs if algo.use_kl_loss else None,
+        kl=kl,
+        advantages=advantages,
+        rewards=rewards,
+        returns=returns,
+        group_size=group_size,
+        whiten_pending=whitens and algo.whiten_scope == "train",
+    )

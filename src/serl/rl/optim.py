@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from serl.parallel import is_sharded_model
 from serl.rl.choices import OPTIMIZERS, OptimizerName, check_choice
 
 
@@ -30,16 +31,6 @@ def make_optimizer(params: list[nn.Parameter], name: OptimizerName = "adamw", **
         return torch.optim.AdamW(params, fused=True, **options)
     except (RuntimeError, ValueError):
         return torch.optim.AdamW(params, **options)
-
-
-def is_sharded_model(model: nn.Module) -> bool:
-    """FSDP2 (DTensor parameters) or FSDP1 (wrapped modules): no rank holds whole tensors."""
-    from torch.distributed.fsdp import FullyShardedDataParallel
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters()) or any(
-        isinstance(m, FullyShardedDataParallel) for m in model.modules()
-    )
 
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@ PPO-clip update on it with micro-batches, AdamW, grad-norm clipping and the cosi
 
 Usage by the training loop::
 
-    trainer = PolicyTrainer(model, ref_model, pad_token_id=tok.pad_token_id, lr=5e-7, total_optimizer_steps=2000)
+    trainer = PolicyTrainer(model, ref_model, algo=cfg.algo, train=cfg.train, pad_token_id=tok.pad_token_id,
+                            total_optimizer_steps=2000)
     exp = trainer.make_experience(prompt_ids, response_ids, rewards, group_size=n)  # whole rollout
     kept = Experience.concat([exp.select_groups([g]) for g in passing_groups])  # difficulty filter
     metrics = trainer.train(kept)
@@ -16,19 +17,14 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-try:
-    from accelerate.utils import DistributedType
-except ImportError:  # accelerate is only needed for multi-process runs
-    DistributedType = None  # type: ignore[assignment,misc]
-
-from serl.rl.advantages import compute_advantages, estimator_whitens
+from serl.parallel import Parallel
 from serl.rl.choices import ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, WHITEN_SCOPES, check_choice
-from serl.rl.experience import Experience
+from serl.rl.experience import Experience, assemble_experience, token_rows
 from serl.rl.kl import kl_estimate
 from serl.rl.logprobs import plain_output_weight, response_logprobs
 from serl.rl.loss import aggregate_loss, clipped_policy_loss
@@ -37,6 +33,9 @@ from serl.rl.optim import load_optimizer_state, make_optimizer, optimizer_state
 from serl.rl.prefix import shared_prompt_logprobs
 from serl.rl.schedule import cosine_schedule
 from serl.rl.sequences import build_sequences
+
+if TYPE_CHECKING:
+    from serl.config import AlgoConfig, TrainConfig
 
 # running sums over one train() call, turned into averages by _summary
 TOTALS = (
@@ -59,48 +58,25 @@ class PolicyTrainer:
         model: nn.Module,
         ref_model: nn.Module | None = None,
         *,
+        algo: AlgoConfig,
+        train: TrainConfig,
         pad_token_id: int,
-        lr: float,
         total_optimizer_steps: int,
-        betas: Sequence[float] = (0.9, 0.95),
-        weight_decay: float = 0.0,
-        max_grad_norm: float = 1.0,
-        micro_batch_size: int = 1,
-        train_batch_size: int = 16,
-        max_epochs: int = 1,
         temperature: float = 1.0,
-        warmup_ratio: float = 0.03,
-        min_lr_ratio: float = 0.1,
-        advantage_estimator: str = "reinforce",
-        gamma: float = 1.0,
-        kl_coef: float = 0.0,
-        kl_estimator: str = "k1",
-        use_kl_loss: bool = False,
-        eps_clip_low: float = 0.2,
-        eps_clip_high: float = 0.2,
-        reward_clip: float | None = 10.0,
-        whiten_scope: str = "rollout",
-        advantage_std_norm: bool = True,
-        rloo_whiten: bool = True,
-        loss_agg: str = "token_mean_micro",
-        seed: int = 0,
         reference_context: Callable[[], AbstractContextManager] | None = None,
+        parallel: Parallel | None = None,
+        defer_old_logprobs: bool = False,
         forward_batch_size: int | None = None,
         logprob_chunk_tokens: int = 256,
-        optimizer: str = "adamw",
-        accelerator: Any | None = None,
-        defer_old_logprobs: bool = False,
-        share_prompts: bool = True,
     ) -> None:
-        """``ref_model`` None with ``kl_coef`` > 0 needs ``reference_context``: a factory of a context inside which
-        ``model`` itself is the reference (e.g. a PEFT model's ``disable_adapter``). ``kl_coef`` = 0 skips the
-        reference forward. ``train_batch_size`` counts sequences per optimizer step; ``forward_batch_size`` (default
-        ``micro_batch_size``) is the batch for the gradient-free log-prob passes.
+        """The update as ALGO (estimator, KL, clipping, loss aggregation) and TRAIN (batch sizes, optimizer, schedule,
+        seed, prompt sharing) configure it; ``temperature`` is the rollout's (log-probs of logits / T). ``parallel``
+        (default: one plain process) shares the work out over the ranks of a launch; ``train_batch_size`` (sequences
+        per optimizer step) stays global. ``forward_batch_size`` (default ``micro_train_batch_size``) is the batch
+        of the gradient-free log-prob passes.
 
-        ``accelerator`` (an ``accelerate.Accelerator``, None for a plain single process): the model and optimizer are
-        prepared by it (DDP, FSDP or DeepSpeed per the launch config). Every rank then receives the same experience;
-        log-prob passes split its rows over the ranks, and each optimizer step's micro-batches are dealt out to the
-        ranks, so the update equals a single process's on the same batch (``train_batch_size`` stays global).
+        ``ref_model`` None with ``algo.kl_coef`` > 0 needs ``reference_context``: a factory of a context inside which
+        ``model`` itself is the reference (e.g. a PEFT model's ``disable_adapter``); ``kl_coef`` = 0 skips it.
 
         ``defer_old_logprobs``: with ``kl_coef`` = 0 nothing needs the rollout policy's log-probs before training, so
         make_experience skips that forward. train() then takes them from the update's own forward, detached (ratio
@@ -108,66 +84,62 @@ class PolicyTrainer:
         them before its first update. Exact only while the weights are those of the rollout: train() refuses an
         experience made before an earlier update, so leave it off where groups carry over to later steps.
 
-        ``share_prompts``: a micro-batch's rows that share a prompt run it through the decoder once
+        ``train.share_prompts``: a micro-batch's rows that share a prompt run it through the decoder once
         (`serl.rl.prefix`; same loss and gradient). Where micro-batch composition cannot change the update (one
         optimizer step per epoch and a loss that is not a per-micro-batch mean) micro-batches take whole groups."""
-        check_choice(advantage_estimator, ESTIMATORS, "advantage estimator")
-        check_choice(kl_estimator, KL_ESTIMATORS, "kl estimator")
-        check_choice(loss_agg, LOSS_AGGREGATIONS, "loss aggregation")
-        check_choice(whiten_scope, WHITEN_SCOPES, "whiten_scope")
-        if micro_batch_size < 1 or train_batch_size % micro_batch_size:
+        check_choice(algo.advantage_estimator, ESTIMATORS, "advantage estimator")
+        check_choice(algo.kl_estimator, KL_ESTIMATORS, "kl estimator")
+        check_choice(algo.loss_agg, LOSS_AGGREGATIONS, "loss aggregation")
+        check_choice(algo.whiten_scope, WHITEN_SCOPES, "whiten_scope")
+        micro = train.micro_train_batch_size
+        if micro < 1 or train.train_batch_size % micro:
             raise ValueError(
-                f"train_batch_size ({train_batch_size}) must be a positive multiple of micro_batch_size "
-                f"({micro_batch_size})"
+                f"train_batch_size ({train.train_batch_size}) must be a positive multiple of micro_batch_size ({micro})"
             )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
-        if kl_coef > 0 and ref_model is None and reference_context is None:
+        if algo.kl_coef > 0 and ref_model is None and reference_context is None:
             raise ValueError("kl_coef > 0 needs a reference model or a reference_context")
+        self.algo, self.train_cfg = algo, train
         self.ref_model, self.reference_context = ref_model, reference_context
         self.pad_token_id = pad_token_id
-        self.max_grad_norm, self.max_epochs = max_grad_norm, max_epochs
-        self.micro_batch_size, self.train_batch_size = micro_batch_size, train_batch_size
-        self.forward_batch_size = forward_batch_size or micro_batch_size
+        self.forward_batch_size = forward_batch_size or micro
         self.temperature, self.logprob_chunk_tokens = temperature, logprob_chunk_tokens
-        self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
-        self.advantage_estimator, self.gamma, self.reward_clip = advantage_estimator, gamma, reward_clip
-        self.kl_coef, self.kl_estimator, self.use_kl_loss = kl_coef, kl_estimator, use_kl_loss
-        self.eps_clip_low, self.eps_clip_high = eps_clip_low, eps_clip_high
-        self.whiten_scope, self.advantage_std_norm, self.rloo_whiten = whiten_scope, advantage_std_norm, rloo_whiten
-        self.loss_agg = loss_agg
         self.defer_old_logprobs = defer_old_logprobs
-        self.share_prompts = share_prompts
-
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("the policy model has no trainable parameters")
-        self.device = self.params[0].device
-        if optimizer == "adamw" and _deepspeed_offloads_optimizer(accelerator):
-            optimizer = "deepspeed_cpu_adam"  # as the reference's --adam_offload
-        self.optimizer = make_optimizer(self.params, optimizer, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-        self.accelerator = accelerator
-        self.rank, self.world = 0, 1
+        self.parallel = parallel or Parallel()
+        self.rank, self.world = self.parallel.rank, self.parallel.world
         # log-probs through the model's own forward: needed inside a DDP/FSDP/DeepSpeed wrapper
-        # (set from the accelerator)
-        self.through_forward = False
-        if accelerator is not None:
-            if accelerator.distributed_type == DistributedType.DEEPSPEED:
-                # no dataloader for accelerate to read it from: its documented alternative is to set it here
-                accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
-            model, self.optimizer = accelerator.prepare(model, self.optimizer)
-            self.params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them
-            self.device = accelerator.device
-            self.rank, self.world = accelerator.process_index, accelerator.num_processes
-            self.through_forward = accelerator.distributed_type != DistributedType.NO
-        self.model = model
-        self.schedule_total_steps = total_optimizer_steps
-        self.scheduler = cosine_schedule(
-            self.optimizer, total_steps=total_optimizer_steps, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio
+        self.through_forward = self.parallel.wraps_model
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the policy model has no trainable parameters")
+        optimizer_name = train.optimizer
+        if optimizer_name == "adamw" and self.parallel.offloads_optimizer():
+            optimizer_name = "deepspeed_cpu_adam"  # as the reference's --adam_offload
+        optimizer = make_optimizer(
+            params,
+            optimizer_name,
+            lr=train.learning_rate,
+            betas=tuple(train.adam_betas),
+            weight_decay=train.weight_decay,
         )
+        self.model, self.optimizer = self.parallel.prepare(model, optimizer, micro)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]  # FSDP replaces them
+        self.device = self.parallel.device(params[0].device)
+        self.schedule_total_steps = total_optimizer_steps
+        self.scheduler = self._schedule(total_optimizer_steps)
         # Micro-batch shuffling draws only from this generator, whose state is checkpointed: exact resume.
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(train.seed)
         self.optimizer_steps = 0
+
+    def _schedule(self, total_steps: int) -> Any:
+        return cosine_schedule(
+            self.optimizer,
+            total_steps=total_steps,
+            warmup_ratio=self.train_cfg.lr_warmup_ratio,
+            min_lr_ratio=self.train_cfg.min_lr_ratio,
+        )
 
     # ------------------------------------------------------------------------------------------------ experience
 
@@ -181,56 +153,17 @@ class PolicyTrainer:
     ) -> Experience:
         """Score-aware experience for a whole rollout; groups are contiguous runs of ``group_size`` sequences."""
         rewards = torch.as_tensor(rewards, dtype=torch.float32).flatten()
-        count = len(prompt_ids)
-        if count == 0 or rewards.numel() != count or len(response_ids) != count:
-            raise ValueError(
-                f"make_experience needs as many prompts, responses and rewards (got {count}, {len(response_ids)}, "
-                f"{rewards.numel()}), at least one"
-            )
-        if count % group_size:
-            raise ValueError(f"{count} sequences do not split into groups of {group_size}")
-        if not torch.isfinite(rewards).all():
-            raise ValueError("rewards must be finite; give a failed or unparsable response reward 0")
-        prompts = [[int(t) for t in ids] for ids in prompt_ids]
-        responses = [[int(t) for t in ids] for ids in response_ids]
-        lengths = torch.tensor([len(r) for r in responses])
-        action_mask = torch.arange(int(lengths.max())) < lengths[:, None]
-
-        deferred = self.defer_old_logprobs and self.kl_coef <= 0
+        prompts, responses, action_mask = token_rows(prompt_ids, response_ids, rewards, group_size)
+        deferred = self.defer_old_logprobs and self.algo.kl_coef <= 0
         old_logprobs = None if deferred else self._forward_logprobs(self.model, prompts, responses, action_mask)
-        ref_logprobs, kl = None, torch.zeros(action_mask.shape, dtype=torch.float32)
-        if self.kl_coef > 0:
+        ref_logprobs = None
+        if self.algo.kl_coef > 0:
             with self._reference_model() as reference:
                 ref_logprobs = self._forward_logprobs(reference, prompts, responses, action_mask)
-            kl = kl_estimate(old_logprobs, ref_logprobs, action_mask, estimator=self.kl_estimator)
-        whitens = estimator_whitens(self.advantage_estimator, rloo_whiten=self.rloo_whiten)
-        advantages, returns = compute_advantages(
-            rewards,
-            action_mask,
-            None if self.use_kl_loss else kl,
-            estimator=self.advantage_estimator,
-            group_size=group_size,
-            kl_coef=self.kl_coef,
-            gamma=self.gamma,
-            reward_clip=self.reward_clip,
-            whiten=self.whiten_scope == "rollout",
-            advantage_std_norm=self.advantage_std_norm,
-            rloo_whiten=self.rloo_whiten,
+        experience = assemble_experience(
+            prompts, responses, action_mask, rewards, old_logprobs, ref_logprobs, algo=self.algo, group_size=group_size
         )
-        return Experience(
-            prompt_ids=prompts,
-            response_ids=responses,
-            action_mask=action_mask,
-            old_logprobs=old_logprobs,
-            ref_logprobs=ref_logprobs if self.use_kl_loss else None,
-            kl=kl,
-            advantages=advantages,
-            rewards=rewards,
-            returns=returns,
-            group_size=group_size,
-            whiten_pending=whitens and self.whiten_scope == "train",
-            policy_version=self.optimizer_steps if deferred else None,
-        )
+        return replace(experience, policy_version=self.optimizer_steps) if deferred else experience
 
     @contextlib.contextmanager
     def _reference_model(self) -> Iterator[nn.Module]:
@@ -247,18 +180,11 @@ class PolicyTrainer:
         """Gradient-free log-probs [N, R] in eval mode, batched by similar length to cut padding."""
         out = torch.zeros(action_mask.shape, dtype=torch.float32)
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]) + len(responses[i]), i))
-        mine = order[self.rank :: self.world]  # strided over the length order: similar work on every rank
-        batches = [mine[i : i + self.forward_batch_size] for i in range(0, len(mine), self.forward_batch_size)]
-        # Sharded weights (FSDP, ZeRO-3) need the same number of forward calls on every rank: pad with a throwaway.
-        rounds = math.ceil(math.ceil(len(order) / self.world) / self.forward_batch_size)
-        batches += [None] * (rounds - len(batches))
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                for rows in batches:
-                    keep = rows is not None
-                    rows = rows if keep else order[:1]
+                for rows, keep in self.parallel.forward_batches(order, self.forward_batch_size):
                     batch = build_sequences(
                         [prompts[i] for i in rows], [responses[i] for i in rows], pad_token_id=self.pad_token_id
                     ).to(self.device)
@@ -273,9 +199,8 @@ class PolicyTrainer:
                         out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
         finally:
             model.train(was_training)
-        if self.world > 1:  # each row was filled on exactly one rank, zeros elsewhere: a sum assembles them
-            out = self.accelerator.reduce(out.to(self.device), reduction="sum").cpu()
-        return out
+        # each row was filled on exactly one rank, zeros elsewhere: a sum assembles them
+        return self.parallel.sum(out.to(self.device)).cpu() if self.world > 1 else out
 
     # ------------------------------------------------------------------------------------------------ training
 
@@ -284,42 +209,43 @@ class PolicyTrainer:
         last step of a pass may be smaller). Returns averaged metrics."""
         if len(experience) == 0:
             raise ValueError("cannot train on an empty experience")
-        if self.use_kl_loss and self.kl_coef > 0 and experience.ref_logprobs is None:
+        if self.algo.use_kl_loss and self.algo.kl_coef > 0 and experience.ref_logprobs is None:
             raise ValueError("use_kl_loss needs an experience made by a trainer with use_kl_loss (reference log-probs)")
         experience = self._with_old_logprobs(experience)
         advantages = experience.advantages
         if experience.whiten_pending:
-            advantages = masked_whiten(advantages, experience.action_mask, std_norm=self.advantage_std_norm)
-        accumulation = self.train_batch_size // self.micro_batch_size
+            advantages = masked_whiten(advantages, experience.action_mask, std_norm=self.algo.advantage_std_norm)
+        micro = self.train_cfg.micro_train_batch_size
+        accumulation = self.train_cfg.train_batch_size // micro
         totals = dict.fromkeys(TOTALS, 0.0)
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
-        for _ in range(self.max_epochs):
+        for _ in range(self.train_cfg.max_epochs):
             order = self._epoch_order(experience)
-            micro_batches = [order[i : i + self.micro_batch_size] for i in range(0, len(order), self.micro_batch_size)]
+            micro_batches = [order[i : i + micro] for i in range(0, len(order), micro)]
             for first in range(0, len(micro_batches), accumulation):
                 lr = self.optimizer.param_groups[0]["lr"]
                 self._optimizer_step(experience, advantages, micro_batches[first : first + accumulation], totals)
         if self.world > 1:  # per-rank sums of the micro-batch figures -> run-wide sums
             keys = ("loss", "policy_loss", "kl_loss", "tokens", "clipped", "entropy", "ratio")
             local = torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.device)
-            totals.update(zip(keys, self.accelerator.reduce(local, reduction="sum").tolist(), strict=True))
+            totals.update(zip(keys, self.parallel.sum(local).tolist(), strict=True))
         return self._summary(experience, advantages, totals, lr)
 
     def _epoch_order(self, experience: Experience) -> list[int]:
         """Rows in a random order; whole groups in a random order where micro-batch composition cannot change the
         update, so that the rows of a micro-batch share prompts (see share_prompts)."""
-        n = experience.group_size
-        one_step = len(experience) <= self.train_batch_size
-        invariant = self.loss_agg != "token_mean_micro" or len(experience) <= self.micro_batch_size
-        if not (self.share_prompts and one_step and invariant and n > 1):
+        n, train = experience.group_size, self.train_cfg
+        one_step = len(experience) <= train.train_batch_size
+        invariant = self.algo.loss_agg != "token_mean_micro" or len(experience) <= train.micro_train_batch_size
+        if not (train.share_prompts and one_step and invariant and n > 1):
             return torch.randperm(len(experience), generator=self.generator).tolist()
         groups = torch.randperm(experience.num_groups, generator=self.generator).tolist()
         return [g * n + k for g in groups for k in range(n)]
 
     def _prompt_sharing_weight(self, prompts: list[list[int]]) -> torch.Tensor | None:
         """The output projection when these rows repeat a prompt and the shared-prompt pass applies, else None."""
-        if not self.share_prompts or self.through_forward or len({tuple(p) for p in prompts}) == len(prompts):
+        if not self.train_cfg.share_prompts or self.through_forward or len({tuple(p) for p in prompts}) == len(prompts):
             return None
         if any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules()):
             return None  # checkpointed layers run without a KV cache
@@ -335,7 +261,7 @@ class PolicyTrainer:
                 f"experience with deferred old log-probs was made at optimizer step {experience.policy_version}, the "
                 f"policy is now at {self.optimizer_steps}: use defer_old_logprobs=False when groups carry over"
             )
-        if self.max_epochs == 1 and len(experience) <= self.train_batch_size:
+        if self.train_cfg.max_epochs == 1 and len(experience) <= self.train_cfg.train_batch_size:
             return experience
         old = self._forward_logprobs(self.model, experience.prompt_ids, experience.response_ids, experience.action_mask)
         return replace(experience, old_logprobs=old)
@@ -349,14 +275,13 @@ class PolicyTrainer:
             "step_sequences": len(rows),
             "step_micro_batches": len(micro_batches),
         }
-        max_norm = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else math.inf
-        if self.accelerator is None:
-            for micro in micro_batches:
-                loss = self._micro_batch_loss(experience, advantages, micro, step_shape, totals)
-                loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        else:
-            grad_norm = self._distributed_backward(experience, advantages, micro_batches, step_shape, totals, max_norm)
+        clip = self.train_cfg.max_grad_norm
+        max_norm = clip if clip and clip > 0 else math.inf
+
+        def loss_of(rows: list[int], counted: bool) -> torch.Tensor:
+            return self._micro_batch_loss(experience, advantages, rows, step_shape, totals if counted else {})
+
+        grad_norm = self.parallel.backward_step(self.model, self.params, micro_batches, loss_of, max_norm)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
             self.scheduler.step()
@@ -366,37 +291,6 @@ class PolicyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
         totals["steps"] += 1
-
-    def _distributed_backward(
-        self,
-        experience: Experience,
-        advantages: torch.Tensor,
-        micro_batches: list[list[int]],
-        step_shape: dict[str, int],
-        totals: dict,
-        max_norm: float,
-    ) -> torch.Tensor:
-        """This rank's share of one optimizer step: micro-batches rank, rank + world, ... of the step. The wrapper
-        averages gradients over ranks, so each loss is scaled by the world size to sum, like one process, the shares
-        of all micro-batches. A rank with fewer micro-batches runs a zero-weight one, keeping collectives matched."""
-        accelerator = self.accelerator
-        mine = micro_batches[self.rank :: self.world]
-        rounds = math.ceil(len(micro_batches) / self.world)
-        deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-        for k in range(rounds):
-            last = k == rounds - 1
-            real = k < len(mine)
-            micro = mine[k] if real else micro_batches[0]
-            sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
-            with sync:
-                loss = self._micro_batch_loss(experience, advantages, micro, step_shape, totals if real else {})
-                if deepspeed:  # DeepSpeed steps inside backward() at the boundary; accumulate() sets this flag too
-                    accelerator.gradient_state._set_sync_gradients(last)
-                accelerator.backward(loss * (self.world if real else 0.0))
-        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
-        if grad_norm is None:  # DeepSpeed clipped and stepped already; its optimizer.step() is a no-op
-            grad_norm = accelerator.deepspeed_engine_wrapped.get_global_grad_norm() or 0.0
-        return torch.as_tensor(grad_norm, dtype=torch.float32).cpu()
 
     def _micro_batch_loss(
         self,
@@ -428,16 +322,16 @@ class PolicyTrainer:
             logprobs,
             old,
             take(advantages),
-            eps_clip_low=self.eps_clip_low,
-            eps_clip_high=self.eps_clip_high,
+            eps_clip_low=self.algo.eps_clip_low,
+            eps_clip_high=self.algo.eps_clip_high,
         )
-        policy_loss = aggregate_loss(per_token, mask, mode=self.loss_agg, **step_shape)
+        policy_loss = aggregate_loss(per_token, mask, mode=self.algo.loss_agg, **step_shape)
         loss = policy_loss
-        if self.use_kl_loss and self.kl_coef > 0:
-            kl = kl_estimate(logprobs, take(experience.ref_logprobs), mask, estimator=self.kl_estimator)
+        if self.algo.use_kl_loss and self.algo.kl_coef > 0:
+            kl = kl_estimate(logprobs, take(experience.ref_logprobs), mask, estimator=self.algo.kl_estimator)
             # the reference's KL loss is a sequence mean of token means, whatever the policy-loss aggregation
             kl_loss = aggregate_loss(kl, mask, mode="seq_mean_token_mean", **step_shape)
-            loss = loss + self.kl_coef * kl_loss
+            loss = loss + self.algo.kl_coef * kl_loss
             totals["kl_loss"] = totals.get("kl_loss", 0.0) + float(kl_loss.detach())
         for key, value in (
             ("loss", loss.detach()),
@@ -473,7 +367,7 @@ class PolicyTrainer:
             "optimizer_steps": totals["steps"],
             "nonfinite_steps": totals["nonfinite_steps"],
         }
-        if self.use_kl_loss:
+        if self.algo.use_kl_loss:
             metrics["kl_loss"] = totals["kl_loss"] / steps
         return metrics
 
@@ -484,19 +378,14 @@ class PolicyTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"]
         self.schedule_total_steps = total_optimizer_steps
-        self.scheduler = cosine_schedule(
-            self.optimizer,
-            total_steps=total_optimizer_steps,
-            warmup_ratio=self.warmup_ratio,
-            min_lr_ratio=self.min_lr_ratio,
-        )
+        self.scheduler = self._schedule(total_optimizer_steps)
 
     def _plain_optimizer(self) -> Any:
         return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the torch optimizer
 
     @property
     def uses_deepspeed(self) -> bool:
-        return self.accelerator is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        return self.parallel.deepspeed
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, schedule and shuffling state (the model weights are saved by the caller). The optimizer state is
@@ -517,22 +406,9 @@ class PolicyTrainer:
         """Restore `state_dict()`'s output, saved on any world size; under FSDP every rank passes the whole state."""
         load_optimizer_state(self.model, self._plain_optimizer(), state["optimizer"])
         self.schedule_total_steps = state["schedule_total_steps"]
-        self.scheduler = cosine_schedule(
-            self.optimizer,
-            total_steps=self.schedule_total_steps,
-            warmup_ratio=self.warmup_ratio,
-            min_lr_ratio=self.min_lr_ratio,
-        )
+        self.scheduler = self._schedule(self.schedule_total_steps)
         self.scheduler.load_state_dict(state["scheduler"])
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
             group["lr"] = lr  # building the scheduler reset it to the first step's value
         self.generator.set_state(state["generator"])
         self.optimizer_steps = state["optimizer_steps"]
-
-
-def _deepspeed_offloads_optimizer(accelerator: Any | None) -> bool:
-    """Whether the launch config puts DeepSpeed's optimizer states on the CPU (ZeRO-Offload)."""
-    if accelerator is None or accelerator.distributed_type != DistributedType.DEEPSPEED:
-        return False
-    zero = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
-    return zero.get("offload_optimizer", {}).get("device", "none") == "cpu"

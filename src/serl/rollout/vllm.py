@@ -18,18 +18,16 @@ logits (temperature 1), the HF engine of logits / temperature; they agree at the
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from serl.parallel import full_parameters
 from serl.rollout.base import Completion, FinishReason, SamplingParams
 from serl.rollout.formats import encode_prompts
 
-# Module names that wrappers insert into parameter names (FSDP1, torch.compile, activation checkpointing).
-WRAPPER_NAMES = frozenset({"_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module"})
 SLEEP_TAGS = ("weights", "kv_cache")  # the GPU memory that vLLM's sleep mode releases, by its tags
 
 
@@ -158,81 +156,6 @@ class VLLMEngine:
             include_stop_str_in_output=False,
             skip_special_tokens=True,
         )
-
-
-def full_parameters(source: torch.nn.Module | dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor) pairs under the unwrapped model's parameter names, gathering sharded parameters as they
-    are drawn: a collective under FSDP1, FSDP2 and ZeRO-3, so every rank must draw all pairs in order.
-
-    A sharded tensor is valid only until the next pair is drawn (FSDP1 and ZeRO-3 free the gathered storage when
-    their gather context exits): use it inside the loop, or clone it (`gathered_state_dict`). Only one parameter
-    (ZeRO-3, FSDP2) or the FSDP1 units enclosing the current one are gathered at a time, never the whole model."""
-    if isinstance(source, dict):
-        yield from source.items()
-    elif _has_fsdp1(source):
-        yield from _fsdp1_parameters(source, "", set())
-    else:
-        for name, param in source.named_parameters():
-            name = unwrapped_name(name)
-            if hasattr(param, "ds_id"):  # DeepSpeed ZeRO-3 partition
-                import deepspeed
-
-                with deepspeed.zero.GatheredParameters([param]):
-                    yield name, param.data
-            elif hasattr(param.data, "full_tensor"):  # FSDP2 / DTensor shard
-                yield name, _full_dtensor(param.data)
-            else:
-                yield name, param.data
-
-
-def gathered_state_dict(source: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The full parameters as a dict of copies, each cloned while it is gathered (valid after every gather ends).
-    A collective under FSDP / ZeRO-3. Holds one whole extra copy: prefer streaming `full_parameters`."""
-    return {name: tensor.detach().clone() for name, tensor in full_parameters(source)}
-
-
-def unwrapped_name(name: str) -> str:
-    """A parameter name without the components that FSDP1, DDP/DeepSpeed (`module.`) or torch.compile insert."""
-    parts = [part for part in name.split(".") if part not in WRAPPER_NAMES]
-    if parts and parts[0] == "module":
-        parts = parts[1:]
-    return ".".join(parts)
-
-
-def _has_fsdp1(module: torch.nn.Module) -> bool:
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-    except ImportError:
-        return False
-    return any(isinstance(m, FullyShardedDataParallel) for m in module.modules())
-
-
-def _fsdp1_parameters(module: torch.nn.Module, prefix: str, seen: set[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """FSDP1: each unit gathers only its own parameters (`recurse=False`) while its inner units are walked, so the
-    units on the path from the root are full at once, never the whole model. Entering the root first runs FSDP's lazy
-    initialization as a forward pass would (summoning an inner unit first breaks it)."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    unit = isinstance(module, FSDP)
-    gathered = FSDP.summon_full_params(module, recurse=False, writeback=False) if unit else contextlib.nullcontext()
-    with gathered:
-        for child_name, child in module.named_children():
-            yield from _fsdp1_parameters(child, f"{prefix}{child_name}.", seen)
-        if unit:
-            for name, param in module.named_parameters():
-                full_name = unwrapped_name(prefix + name)
-                if full_name in seen or full_name.endswith("_flat_param"):  # an inner unit's, already yielded
-                    continue
-                seen.add(full_name)
-                yield full_name, param.data
-
-
-def _full_dtensor(tensor: Any) -> torch.Tensor:
-    """All-gather a DTensor into a new plain tensor (its own storage), on the mesh's device (FSDP2 CPU offload)."""
-    device_type = tensor.device_mesh.device_type
-    if tensor.device.type != device_type:
-        tensor = tensor.to(device_type)
-    return tensor.full_tensor()
 
 
 def _worker_model(llm: Any) -> Any:

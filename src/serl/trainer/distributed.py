@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from serl.parallel import world_of
 from serl.rollout.base import Completion, SamplingParams
 from serl.trainer.sources import derive_seed
 
@@ -39,22 +40,6 @@ def make_accelerator(mixed_precision: str | None = None) -> Any | None:
     if mixed_precision:
         options["mixed_precision"] = mixed_precision
     return Accelerator(**options)
-
-
-def world_of(accelerator: Any | None) -> tuple[int, int]:
-    """(rank, world size); (0, 1) without an accelerator."""
-    if accelerator is None:
-        return 0, 1
-    return accelerator.process_index, accelerator.num_processes
-
-
-def shards_parameters(accelerator: Any | None) -> bool:
-    """Whether the strategy may split parameters over ranks (FSDP, DeepSpeed), so no rank holds the full model."""
-    if accelerator is None:
-        return False
-    from accelerate.utils import DistributedType
-
-    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def rank_slice(count: int, rank: int, world: int) -> slice:
@@ -123,41 +108,6 @@ class ShardedEngine:
 
     def __getattr__(self, name: str) -> Any:  # engine extras (tokenizer, max_batch_size, ...) read through
         return getattr(self.engine, name)
-
-
-def full_state_dict(accelerator: Any | None, wrapped: torch.nn.Module, unwrapped: torch.nn.Module) -> dict:
-    """The model's full, unwrapped state dict: gathered from the shards under FSDP / ZeRO-3 (a collective: call it
-    on every rank; under FSDP only rank 0 may receive it), the module's own otherwise."""
-    if not shards_parameters(accelerator):
-        return unwrapped.state_dict()
-    return accelerator.get_state_dict(wrapped)
-
-
-def load_full_state_dict(wrapped: torch.nn.Module, unwrapped: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a full state dict (as `full_state_dict` saved it): under FSDP every rank passes the whole dict and keeps
-    its shard; otherwise into the unwrapped module."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    from serl.rl.optim import is_sharded_model
-
-    if is_sharded_model(wrapped):
-        set_model_state_dict(wrapped, state, options=StateDictOptions(full_state_dict=True, strict=False))
-    else:
-        unwrapped.load_state_dict(state, strict=False)
-
-
-def export_sharded(accelerator: Any, wrapped: torch.nn.Module, tokenizer: Any, target: Path) -> None:
-    """HF export of a sharded (FSDP / ZeRO-3) policy, accelerate's documented way: every rank joins the gather,
-    rank 0 writes a temp folder and renames it into place."""
-    state = accelerator.get_state_dict(wrapped)
-    if accelerator.is_main_process:
-        tmp = target.parent / f".tmp-{target.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(wrapped).save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    accelerator.wait_for_everyone()
 
 
 def run_on_main(accelerator: Any | None, fn: Any) -> Any:

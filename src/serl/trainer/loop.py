@@ -19,6 +19,7 @@ import torch
 
 from serl.config import SerlConfig, dump_yaml
 from serl.io import append_jsonl, atomic_write_json, atomic_write_text, flush_and_uncache, truncate_to
+from serl.parallel import export_sharded, full_state_dict, load_full_state_dict, shards_parameters, world_of
 from serl.trainer.checkpoint import (
     capture_rng,
     export_hf,
@@ -27,16 +28,7 @@ from serl.trainer.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from serl.trainer.distributed import (
-    ShardedEngine,
-    export_sharded,
-    full_state_dict,
-    load_full_state_dict,
-    mirror_instructions,
-    rank_dir,
-    shards_parameters,
-    world_of,
-)
+from serl.trainer.distributed import ShardedEngine, mirror_instructions, rank_dir
 from serl.trainer.logger import RunLogger
 from serl.trainer.sources import DatasetSource, RolloutProblem, StalledError, derive_seed
 
@@ -172,7 +164,7 @@ class SerlTrainer:
             if self.cfg.rollout.engine == "vllm":
                 self.engine.update_weights(self.policy.model)  # VLLMEngine gathers parameter by parameter
             else:
-                from serl.rollout.vllm import full_parameters
+                from serl.parallel import full_parameters
 
                 for name, tensor in full_parameters(self.policy.model):
                     self.engine.update_weights({name: tensor})
@@ -580,42 +572,20 @@ def make_policy_trainer(
     accelerator: Any | None = None,
 ) -> Any:
     """The PolicyTrainer the loop trains with, from the config (tests build the same one to compare updates)."""
+    from serl.parallel import Parallel
     from serl.rl import PolicyTrainer
 
-    a, t = cfg.algo, cfg.train
     return PolicyTrainer(
         model,
         reference,
+        algo=cfg.algo,
+        train=cfg.train,
         pad_token_id=pad_token_id,
-        lr=t.learning_rate,
-        betas=tuple(t.adam_betas),
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        micro_batch_size=t.micro_train_batch_size,
-        train_batch_size=t.train_batch_size,
-        max_epochs=t.max_epochs,
-        temperature=cfg.rollout.temperature,
-        warmup_ratio=t.lr_warmup_ratio,
-        min_lr_ratio=t.min_lr_ratio,
         total_optimizer_steps=total_optimizer_steps,
-        advantage_estimator=a.advantage_estimator,
-        gamma=a.gamma,
-        kl_coef=a.kl_coef,
-        kl_estimator=a.kl_estimator,
-        use_kl_loss=a.use_kl_loss,
-        eps_clip_low=a.eps_clip_low,
-        eps_clip_high=a.eps_clip_high,
-        reward_clip=a.reward_clip,
-        whiten_scope=a.whiten_scope,
-        advantage_std_norm=a.advantage_std_norm,
-        rloo_whiten=a.rloo_whiten,
-        loss_agg=a.loss_agg,
-        seed=t.seed,
-        optimizer=t.optimizer,
+        temperature=cfg.rollout.temperature,
         reference_context=reference_context,
-        accelerator=accelerator,
-        defer_old_logprobs=t.carryover == "expire",  # kept groups train after an update: score them at rollout
-        share_prompts=t.share_prompts,
+        parallel=Parallel(accelerator),
+        defer_old_logprobs=cfg.train.carryover == "expire",  # kept groups train after an update: score them at rollout
     )
 
 
