@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from serl.trainer.report import ReportError, _moving_average, fate_group, load_run, summarize, write_report
+from serl.report import ReportError, fate_group, load_run, summarize, write_report
+from serl.report.plots import _moving_average
 
 PLOT_NAMES = {"rewards", "fates", "eval", "training", "majority_hist", "time"}
 EVAL_FILES = {  # step -> dataset -> pass@1; step 0 is the initial policy

@@ -17,7 +17,7 @@ def report(
     """Write PNG plots, summary.md and report.html (plots embedded) for RUN_DIR; print report.html's path."""
     import logging
 
-    from serl.trainer.report import ReportError, write_report
+    from serl.report import ReportError, write_report
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:

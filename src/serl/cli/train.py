@@ -50,7 +50,7 @@ def train(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     if report and os.environ.get("RANK", "0") == "0":  # under accelerate launch, rank 0 alone writes it
-        from serl.trainer.report import write_report
+        from serl.report import write_report
 
         paths = write_report(final_dir)
         typer.echo(f"report: {paths['html'] if isinstance(paths, dict) else paths}")

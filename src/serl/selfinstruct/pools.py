@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from serl.io import append_jsonl, read_jsonl
+from serl.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,6 @@ def fate_record(problem_id: int, fate: str, *, step: int, **fields: Any) -> dict
     return {"id": problem_id, "fate": fate, "step": step, **fields}
 
 
-def instructions_dir(run_dir: str | os.PathLike[str]) -> Path:
-    return Path(run_dir) / "instructions"
-
-
 class InstructionLog:
     """Appends fate records to `RUN_DIR/instructions/iter_XXXX.jsonl`, one fsync per batch, and applies them
     to the pools only after they are on disk. Opening the log cuts off a torn last line left by a crash, so
@@ -113,7 +110,7 @@ class InstructionLog:
 
     def __init__(self, run_dir: str | os.PathLike[str], iteration: int = 1) -> None:
         self.iteration = iteration
-        self.path = instructions_dir(run_dir) / f"iter_{iteration:04d}.jsonl"
+        self.path = RunDir(Path(run_dir)).instruction_log(iteration)
         _cut_torn_tail(self.path)
 
     def write(self, records: Iterable[dict[str, Any]], pools: Pools | None = None) -> None:
@@ -142,7 +139,7 @@ def rebuild_pools(run_dir: str | os.PathLike[str], seeds: Sequence[str]) -> Pool
     """The pools exactly as the log left them: every `iter_*.jsonl` replayed in iteration order. Unreadable
     lines (a torn last line after a crash) are skipped, counted in `torn_lines` and logged as warnings."""
     pools = Pools(seeds=list(seeds))
-    for path in sorted(instructions_dir(run_dir).glob("iter_*.jsonl")):
+    for path in RunDir(Path(run_dir)).instruction_logs():
         records, torn = read_jsonl(path)
         pools.torn_lines += torn
         for record in records:

@@ -22,9 +22,8 @@ import torch
 
 from serl.parallel import world_of
 from serl.rollout.base import Completion, SamplingParams
+from serl.rundir import RunDir
 from serl.trainer.sources import derive_seed
-
-RANKS_DIR = ".ranks"  # scratch folders of ranks > 0 inside the run dir
 
 
 def make_accelerator(mixed_precision: str | None = None) -> Any | None:
@@ -49,14 +48,9 @@ def rank_slice(count: int, rank: int, world: int) -> slice:
     return slice(start, start + base + (rank < extra))
 
 
-def rank_dir(run_dir: Path, rank: int) -> Path:
-    """Where rank RANK writes: the run dir itself for rank 0, a scratch folder for the others."""
-    return run_dir if rank == 0 else run_dir / RANKS_DIR / f"rank{rank}"
-
-
 def reset_rank_dir(run_dir: Path, rank: int) -> Path:
     """An empty scratch folder for a rank > 0 (its logs from an earlier launch are stale), the run dir for rank 0."""
-    folder = rank_dir(run_dir, rank)
+    folder = RunDir(run_dir).rank_dir(rank)
     if rank > 0:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -68,7 +62,8 @@ def mirror_instructions(run_dir: Path, rank: int) -> None:
     rank's self-instruction pools are rebuilt, identical to rank 0's."""
     if rank == 0:
         return
-    source, target = run_dir / "instructions", rank_dir(run_dir, rank) / "instructions"
+    run = RunDir(run_dir)
+    source, target = run.instructions, RunDir(run.rank_dir(rank)).instructions
     shutil.rmtree(target, ignore_errors=True)
     if source.exists():
         shutil.copytree(source, target)

@@ -14,18 +14,20 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from serl import rundir as names
 from serl.io import append_jsonl
+from serl.rundir import RunDir
 
 log = logging.getLogger("serl")
 
-KEY_METRICS = (
-    ("reward/majority_voting_reward", "reward"),
-    ("reward/majority_ratio_mean", "maj"),
-    ("filter/kept_ratio", "kept"),
-    ("train/loss", "loss"),
-    ("train/kl", "kl"),
-    ("train/entropy", "ent"),
-    ("time/step_s", "s"),
+KEY_METRICS = (  # shown on each step's console line, under the short name
+    (names.MAJORITY_VOTING_REWARD, "reward"),
+    (names.MAJORITY_RATIO_MEAN, "maj"),
+    (names.KEPT_RATIO, "kept"),
+    (names.TRAIN + "loss", "loss"),
+    (names.TRAIN + "kl", "kl"),
+    (names.TRAIN + "entropy", "ent"),
+    (names.STEP_TIME, "s"),
 )
 
 
@@ -43,13 +45,13 @@ class RunLogger:
     def __init__(self, run_dir: Path, mode: str, total_steps: int, tensorboard: bool, wandb_cfg: dict | None):
         self.run_dir = run_dir
         self.mode = mode
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.metrics_path = RunDir(run_dir).metrics
         self.console = Console(stderr=True)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(RunDir(run_dir).tensorboard))
         self._wandb = None
         if wandb_cfg is not None:
             try:
@@ -124,11 +126,11 @@ class RunLogger:
 
     def log_step(self, metrics: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, [metrics])
-        step = int(metrics["step"])
+        step = int(metrics[names.STEP])
         scalars = _scalars(metrics)
         if self._tb is not None:
             for key, value in scalars.items():
-                if key not in ("step", "iteration"):
+                if key not in (names.STEP, names.ITERATION):
                     self._tb.add_scalar(key, value, step)
             self._tb.flush()
         if self._wandb is not None:
@@ -137,14 +139,14 @@ class RunLogger:
             print(json.dumps({"event": "step", **metrics}), flush=True)
         elif self.mode == "rich":
             parts = [f"{short}={scalars[key]:.4g}" for key, short in KEY_METRICS if key in scalars]
-            evals = [f"{k.removeprefix('eval/')}={v:.3f}" for k, v in scalars.items() if k.startswith("eval/")]
+            evals = [f"{k.removeprefix(names.EVAL)}={v:.3f}" for k, v in scalars.items() if k.startswith(names.EVAL)]
             self.console.print(f"step {step:>4} | " + " ".join(parts + evals))
         self.advance_to(step)
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
         if self._tb is not None:
             for key, value in _scalars(metrics).items():
-                self._tb.add_scalar(f"eval/{key}", value, step)
+                self._tb.add_scalar(names.EVAL + key, value, step)
         if self.mode == "json":
             print(json.dumps({"event": "eval", "step": step, **metrics}), flush=True)
         elif self.mode == "rich":

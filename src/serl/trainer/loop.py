@@ -20,6 +20,7 @@ import torch
 from serl.config import SerlConfig, dump_yaml
 from serl.io import append_jsonl, atomic_write_json, atomic_write_text, flush_and_uncache, truncate_to
 from serl.parallel import export_sharded, full_state_dict, load_full_state_dict, shards_parameters, world_of
+from serl.rundir import RunDir
 from serl.trainer.checkpoint import (
     capture_rng,
     export_hf,
@@ -28,7 +29,7 @@ from serl.trainer.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from serl.trainer.distributed import ShardedEngine, mirror_instructions, rank_dir
+from serl.trainer.distributed import ShardedEngine, mirror_instructions
 from serl.trainer.logger import RunLogger
 from serl.trainer.sources import DatasetSource, RolloutProblem, StalledError, derive_seed
 
@@ -93,7 +94,7 @@ class SerlTrainer:
             from serl.trainer.selfplay import InstructionSource
 
             # ranks > 0 screen the same gathered candidates into a mirror of the instruction log (see distributed.py)
-            source_dir = rank_dir(run_dir, self.rank)
+            source_dir = RunDir(run_dir).rank_dir(self.rank)
             self.source = InstructionSource(cfg, self.seeds, self.tokenizer, self.engine, source_dir, logger)
         else:
             train = self.seeds
