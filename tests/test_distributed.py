@@ -112,7 +112,7 @@ def _weights(run_dir: Path, rank: int, step: int) -> dict[str, torch.Tensor]:
 
 def _single_process_trainer(overrides: list[str], model: torch.nn.Module):
     from serl.models import load_model
-    from serl.trainer.loop import make_policy_trainer, optimizer_steps_per_iteration
+    from serl.trainer.build import make_policy_trainer, optimizer_steps_per_iteration
 
     cfg = load_config("cpu-demo", overrides)
     reference = load_model(cfg.model.policy).eval().requires_grad_(False)

@@ -154,22 +154,21 @@ def test_engine_options_carry_the_vllm_keys_and_one_engine_per_rank() -> None:
 
 def test_the_trainer_builds_its_vllm_engine_with_the_config_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     import serl.rollout
-    from serl.trainer.loop import SerlTrainer
+    from serl.trainer.build import make_rollout_engine
 
     calls: list[tuple[str, Any, dict[str, Any]]] = []
     monkeypatch.setattr(serl.rollout, "make_engine", lambda kind, model, tok, **kw: calls.append((kind, model, kw)))
     cfg = load_config("cpu-demo", ["rollout.engine=vllm", "rollout.vllm_gpu_memory_utilization=0.4"])
     model = _model()
-    trainer = types.SimpleNamespace(cfg=cfg, model=model, tokenizer=None, lora=False, accelerator=None, rank=0, world=1)
-    SerlTrainer._make_engine(trainer)  # type: ignore[arg-type]
+    make_rollout_engine(cfg, model, None, accelerator=None)
     ((kind, engine_model, options),) = calls
     assert kind == "vllm" and engine_model is model
     assert options["gpu_memory_utilization"] == 0.4 and options["enable_sleep"] is True
     assert options["seed"] == cfg.train.seed
 
     calls.clear()
-    trainer.cfg, trainer.lora = load_config("cpu-demo"), True  # the HF engine: its own options only
-    SerlTrainer._make_engine(trainer)  # type: ignore[arg-type]
+    lora = load_config("cpu-demo", ["model.lora.rank=8"])  # the HF engine: its own options only
+    make_rollout_engine(lora, model, None, accelerator=None)
     assert calls == [("hf", model, {"max_batch_size": None, "dtype": None, "kv_cache": "dynamic"})]
 
 

@@ -67,20 +67,20 @@ def test_fates_move_problems_between_pools_and_rebuild_exactly(tmp_path):
     pools, index = Pools(seeds=SEEDS), NoveltyIndex(0.7)
     run_round(tmp_path, pools, index, ROUND_1, step=0)
     log = InstructionLog(tmp_path, iteration=1)
-    kept = fate_record(2, "kept", step=0, ratio=0.5)
-    difficulty = [kept, fate_record(4, "rejected:difficulty", step=0, ratio=1.0)]
+    kept = fate_record(2, "kept", step=0, reward_mean=0.5)
+    difficulty = [kept, fate_record(4, "rejected:difficulty", step=0, reward_mean=1.0)]
     log.write(difficulty, pools)
     log.write([fate_record(2, "trained", step=0)], pools)
     log2 = InstructionLog(tmp_path, iteration=2)
     responses = ["1. How many odd numbers lie between 10 and 30?"]
     log2.write(screen_responses(responses, pools, index, step=1), pools)
-    log2.write([fate_record(6, "kept", step=1, ratio=0.25), fate_record(6, "expired", step=1)], pools)
+    log2.write([fate_record(6, "kept", step=1, reward_mean=0.25), fate_record(6, "expired", step=1)], pools)
 
     assert pools.kept() == [pools.history[2].text, pools.history[6].text]
     assert pools.kept(iteration=2) == [pools.history[6].text]
     assert pools.pending() == []
     assert pools.history[2].fate == "trained" and pools.history[2].trained_step == 0
-    assert pools.history[4].fate == "rejected:difficulty" and pools.history[4].majority_ratio == 1.0
+    assert pools.history[4].fate == "rejected:difficulty" and pools.history[4].reward_mean == 1.0
     assert pools.history[6].fate == "expired" and pools.history[6].passed_difficulty
     rebuilt = rebuild_pools(tmp_path, SEEDS)
     assert state(rebuilt) == state(pools) and rebuilt.torn_lines == 0 and rebuilt.next_id == 7
@@ -89,11 +89,11 @@ def test_fates_move_problems_between_pools_and_rebuild_exactly(tmp_path):
 def test_replaying_lines_twice_changes_nothing(tmp_path):
     pools, index = Pools(seeds=SEEDS), NoveltyIndex(0.7)
     records = run_round(tmp_path, pools, index, ROUND_1, step=0)
-    later = [fate_record(2, "kept", step=0, ratio=0.5), fate_record(2, "trained", step=0)]
+    later = [fate_record(2, "kept", step=0, reward_mean=0.5), fate_record(2, "trained", step=0)]
     log = InstructionLog(tmp_path)
     log.write(later, pools)
     before = state(pools)
-    log.write(records + later + [fate_record(2, "kept", step=0, ratio=0.5)], pools)  # a replayed step
+    log.write(records + later + [fate_record(2, "kept", step=0, reward_mean=0.5)], pools)  # a replayed step
     assert state(pools) == before
     assert state(rebuild_pools(tmp_path, SEEDS)) == before
     assert pools.kept() == [pools.history[2].text] and pools.history[2].fate == "trained"
@@ -104,7 +104,7 @@ def test_torn_last_line_is_ignored_and_reported_for_every_cut_point(tmp_path, ca
     pools, index = Pools(seeds=SEEDS), NoveltyIndex(0.7)
     run_round(tmp_path, pools, index, ROUND_1, step=0)
     before_last = state(pools)
-    InstructionLog(tmp_path).write([fate_record(2, "kept", step=0, ratio=0.5)], pools)
+    InstructionLog(tmp_path).write([fate_record(2, "kept", step=0, reward_mean=0.5)], pools)
     path = tmp_path / "instructions" / "iter_0001.jsonl"
     data = path.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
@@ -128,7 +128,7 @@ def test_appending_after_a_crash_cuts_the_torn_tail_first(tmp_path):
     path.write_bytes(whole + b'{"id": 2, "fate": "ke')  # torn
     resumed = rebuild_pools(tmp_path, SEEDS)
     assert resumed.torn_lines == 1
-    InstructionLog(tmp_path).write([fate_record(2, "kept", step=0, ratio=0.5)], resumed)
+    InstructionLog(tmp_path).write([fate_record(2, "kept", step=0, reward_mean=0.5)], resumed)
     assert path.read_bytes().startswith(whole) and path.read_bytes().count(b"\n") == whole.count(b"\n") + 1
     rebuilt = rebuild_pools(tmp_path, SEEDS)
     assert rebuilt.torn_lines == 0 and state(rebuilt) == state(resumed)
@@ -174,7 +174,7 @@ def test_novelty_scope_all_versus_reference(tmp_path):
         assert [r["fate"] for r in first] == ["accepted"]
         waiting = run_round(run_dir, pools, index, [again], step=0, scope=scope)
         assert [r["fate"] for r in waiting] == ["rejected:novelty"]  # still waiting: compared in both scopes
-        InstructionLog(run_dir).write([fate_record(0, "kept", step=0, ratio=0.5)], pools)
+        InstructionLog(run_dir).write([fate_record(0, "kept", step=0, reward_mean=0.5)], pools)
         assert set(comparison_set(pools, scope)) == (
             {"seed:0", "seed:1", "seed:2"} | ({"gen:0"} if scope == "all" else set())
         )

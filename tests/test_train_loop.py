@@ -94,7 +94,7 @@ def _passing_by_step(run_dir: Path, lo: float = 0.25, hi: float = 0.75) -> dict[
     attempts: dict[int, dict[int, list[bool]]] = defaultdict(dict)
     for path in sorted((run_dir / "rollouts").glob("step_*.jsonl")):
         for record in read_jsonl(path)[0]:
-            ok = lo <= record["majority_ratio"] <= hi
+            ok = lo <= record["reward_mean"] <= hi
             attempts[record["step"]].setdefault(record["attempt"], []).append(ok)
     return {step: [by_attempt[a] for a in sorted(by_attempt)] for step, by_attempt in attempts.items()}
 

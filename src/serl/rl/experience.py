@@ -8,8 +8,8 @@ n samples of group g.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,14 @@ class Experience:
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data (tensors, token lists, numbers) for a checkpoint."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Experience:
+        return cls(**state)
 
     @property
     def num_groups(self) -> int:

@@ -12,7 +12,7 @@ from serl.rollout.choices import ENGINES
 
 if TYPE_CHECKING:
     from serl.config import RolloutConfig
-    from serl.rollout.base import RolloutEngine
+    from serl.rollout.base import RolloutEngine, SamplingParams
 
 _EXPORTS = {
     "Completion": "base",
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*_lazy_dir(), "ENGINES", "engine_options", "make_engine"])
+    return sorted([*_lazy_dir(), "ENGINES", "engine_options", "make_engine", "rollout_params"])
 
 
 def make_engine(kind: str, model: Any, tokenizer: Any, **kwargs: Any) -> RolloutEngine:
@@ -67,4 +67,18 @@ def engine_options(rollout: RolloutConfig, *, seed: int = 0, rank: int = 0, worl
     return options
 
 
-__all__ = sorted([*_EXPORTS, "ENGINES", "engine_options", "make_engine"])
+def rollout_params(rollout: RolloutConfig, *, seed: int | None) -> SamplingParams:
+    """The sampling of a run's rollouts (`rollout.*`: temperature, top-p, top-k, length, stop strings)."""
+    from serl.rollout.base import SamplingParams
+
+    return SamplingParams(
+        temperature=rollout.temperature,
+        top_p=rollout.top_p,
+        top_k=rollout.top_k,
+        max_new_tokens=rollout.max_new_tokens,
+        stop=tuple(rollout.stop),
+        seed=seed,
+    )
+
+
+__all__ = sorted([*_EXPORTS, "ENGINES", "engine_options", "make_engine", "rollout_params"])

@@ -5,7 +5,7 @@ first fate; a problem that passed the novelty filter gets more lines as its fate
 
     rejected:rule:<name>                          (text)
     rejected:novelty                              (text, score, nearest, nearest_id)
-    accepted  ->  kept | rejected:difficulty      (text, score, ...; then ratio)
+    accepted  ->  kept | rejected:difficulty      (text, score, ...; then reward_mean, the filter's input)
               ->  trained (at step S) | expired   (a kept problem can still expire untrained)
 
 The pools are a pure function of these lines: `Pools.apply` is the only way state changes, live and on replay,
@@ -41,7 +41,7 @@ class GeneratedProblem:
     iteration: int
     fate: str = "accepted"  # the latest fate: accepted (waiting for rollout), kept, rejected:difficulty, ...
     passed_difficulty: bool = False
-    majority_ratio: float | None = None
+    reward_mean: float | None = None  # the difficulty filter's input: its rollouts' mean raw reward
     trained_step: int | None = None
 
 
@@ -87,8 +87,8 @@ class Pools:
         if fate == "kept" and not problem.passed_difficulty:
             problem.passed_difficulty = True
             self.kept_ids.append(problem_id)
-        if "ratio" in record:
-            problem.majority_ratio = record["ratio"]
+        if "reward_mean" in record:
+            problem.reward_mean = record["reward_mean"]
         if fate == "trained":
             problem.trained_step = record.get("step")
         if _RANK[fate] > _RANK[problem.fate]:
@@ -96,7 +96,7 @@ class Pools:
 
 
 def fate_record(problem_id: int, fate: str, *, step: int, **fields: Any) -> dict[str, Any]:
-    """A log line for a later fate: `fate_record(7, "kept", step=3, ratio=0.5)`, `fate_record(7, "trained",
+    """A log line for a later fate: `fate_record(7, "kept", step=3, reward_mean=0.5)`, `fate_record(7, "trained",
     step=3)`."""
     if fate not in LATER_FATES:
         raise ValueError(f"unknown fate {fate!r}; expected one of {', '.join(LATER_FATES)}")

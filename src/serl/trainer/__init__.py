@@ -1,4 +1,4 @@
-"""The SeRL training loop, its checkpoints, logging and report."""
+"""The SeRL training loop: its parts (build.py), the loop itself (loop.py), problem sources, checkpoints, logging."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ if TYPE_CHECKING:
 
 def run_training(cfg: SerlConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
     """Train per CFG in RUN_DIR (resuming from its latest checkpoint when RESUME); return the run dir."""
-    from serl.trainer.distributed import make_accelerator, reset_rank_dir, run_on_main, world_of
+    from serl.parallel import world_of
+    from serl.trainer.build import build_parts
+    from serl.trainer.distributed import make_accelerator, reset_rank_dir, run_on_main
     from serl.trainer.logger import RunLogger
-    from serl.trainer.loop import SerlTrainer, StalledError, prepare_run_dir
+    from serl.trainer.loop import SerlTrainer, prepare_run_dir
+    from serl.trainer.sources import StalledError
 
     accelerator = make_accelerator()  # None for a plain single CPU process
     rank, _ = world_of(accelerator)
@@ -28,7 +31,7 @@ def run_training(cfg: SerlConfig, run_dir: Path | None = None, resume: bool = Fa
         tensorboard=cfg.log.tensorboard and main,
         wandb_cfg=wandb_cfg if main else None,
     ) as log:
-        trainer = SerlTrainer(cfg, run_dir, log, accelerator=accelerator)
+        trainer = SerlTrainer(cfg, run_dir, log, build_parts(cfg, run_dir, log, accelerator))
         log.total_steps = trainer.total_steps
         if resume and not trainer.resume():
             log.info(f"no checkpoint in {run_dir}; starting from step 0")

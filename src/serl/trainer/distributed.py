@@ -23,7 +23,7 @@ import torch
 from serl.parallel import world_of
 from serl.rollout.base import Completion, SamplingParams
 from serl.rundir import RunDir
-from serl.trainer.sources import derive_seed
+from serl.seeding import derive_seed
 
 
 def make_accelerator(mixed_precision: str | None = None) -> Any | None:

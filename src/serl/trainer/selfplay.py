@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from serl import rundir as names
 from serl.config import SerlConfig
 from serl.data import Problem
 from serl.rollout.base import RolloutEngine
+from serl.seeding import derive_seed
 from serl.selfinstruct.novelty import NoveltyIndex
 from serl.selfinstruct.pools import InstructionLog, fate_record, rebuild_pools
 from serl.selfinstruct.prompts import build_generation_prompt, generation_params, load_instruction
 from serl.selfinstruct.screen import screen_responses
-from serl.trainer.sources import RolloutProblem, StalledError, derive_seed
+from serl.trainer.sources import Fate, RolloutProblem, StalledError
 
 
 class InstructionSource:
@@ -31,7 +34,7 @@ class InstructionSource:
         self.logger = logger
         self.instruction = load_instruction(self.si.prompt_file)
         self.counts: Counter[str] = Counter()
-        self.set_iteration(1)
+        self.start_iteration(1)
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -40,7 +43,7 @@ class InstructionSource:
             self.logger.warning(f"instruction log: ignored {self.pools.torn_lines} torn line(s) while rebuilding")
         self.index = NoveltyIndex(threshold=self.si.rouge_threshold)
 
-    def set_iteration(self, iteration: int) -> None:
+    def start_iteration(self, iteration: int) -> None:
         self.iteration = iteration
         self.log = InstructionLog(self.run_dir, iteration)
 
@@ -98,30 +101,26 @@ class InstructionSource:
         self.counts["candidates"] += len(records)
         self.counts.update(r["fate"] for r in records)
 
-    def record_difficulty(self, problems: list[RolloutProblem], ratios: list[float], passed: list[bool], step: int):
-        records = [
-            fate_record(p.generated_id, "kept" if ok else "rejected:difficulty", step=step, ratio=ratio)
-            for p, ratio, ok in zip(problems, ratios, passed, strict=True)
-        ]
+    def observe(self, step: int, fates: Sequence[Fate]) -> None:
+        """Log each generated problem's fate: kept / rejected:difficulty (with the filter's input), trained, expired."""
+        records = []
+        for f in fates:
+            extra = {} if f.reward_mean is None else {"reward_mean": f.reward_mean}
+            records.append(fate_record(f.problem.generated_id, f.fate, step=step, **extra))
         self.log.write(records, self.pools)
-
-    def mark_trained(self, problems: list[RolloutProblem], step: int) -> None:
-        self.log.write([fate_record(p.generated_id, "trained", step=step) for p in problems], self.pools)
-
-    def mark_expired(self, problems: list[RolloutProblem], step: int) -> None:
-        self.log.write([fate_record(p.generated_id, "expired", step=step) for p in problems], self.pools)
 
     def step_metrics(self) -> dict[str, float]:
         """Candidate fates since the last call, as `selfinstruct/*` metrics."""
+        prefix = names.SELFINSTRUCT
         out = {
-            "selfinstruct/candidates": self.counts["candidates"],
-            "selfinstruct/accepted": self.counts["accepted"],
-            "selfinstruct/rejected_novelty": self.counts["rejected:novelty"],
-            "selfinstruct/kept_pool": len(self.pools.kept_ids),
+            f"{prefix}candidates": self.counts["candidates"],
+            f"{prefix}accepted": self.counts["accepted"],
+            f"{prefix}rejected_novelty": self.counts["rejected:novelty"],
+            names.KEPT_POOL: len(self.pools.kept_ids),
         }
         for fate, count in self.counts.items():
             if fate.startswith("rejected:rule:"):
-                out[f"selfinstruct/rejected_rule:{fate.removeprefix('rejected:rule:')}"] = count
+                out[f"{prefix}rejected_rule:{fate.removeprefix('rejected:rule:')}"] = count
         self.counts.clear()
         return out
 
@@ -130,6 +129,9 @@ class InstructionSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Called after the trainer cut the instruction files back to the checkpoint: rebuild from them."""
-        self.set_iteration(state["iteration"])
+        self.start_iteration(state["iteration"])
         self._rebuild()
         self.counts.clear()
+
+    def close(self) -> None:
+        """Nothing to release: the instruction log is appended and synced one batch at a time."""
