@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import random
 from collections import Counter
 
 import pytest
 
+from serl.config import load_config
+from serl.io import read_jsonl
 from serl.selfinstruct import Pools, rebuild_pools
 from serl.selfinstruct.pools import InstructionLog
 from serl.selfinstruct.prompts import Instruction
@@ -26,6 +27,8 @@ SEEDS = [
     "Mia reads 8 pages a day. How many pages does she read in a week?",
     "A bus carries 40 people and 15 get off. How many people are left on the bus?",
 ]
+# two prompts per round, three shots, short generations (the rest is cpu-demo's self-instruction config)
+TINY = ["selfinstruct.generation_batch_size=2", "selfinstruct.few_shot=3", "selfinstruct.max_new_tokens=40"]
 INSTRUCTION = Instruction(system="You write short math word problems.", user="Continue the numbered list:\n")
 
 
@@ -43,20 +46,17 @@ def test_rounds_log_every_candidate_and_rebuild_exactly(engine_and_tokenizer, tm
     engine, tokenizer = engine_and_tokenizer
     pools = Pools(seeds=SEEDS)
     rounds_seen = []
+    cfg = load_config("cpu-demo", [*TINY, "rollout.n_samples_per_prompt=2", "rollout.max_new_tokens=8"])
     outcome = generate_problems(
         engine,
         tokenizer,
         pools,
-        random.Random(0),
+        cfg,
         n=50,  # more than 2 rounds can give: runs all rounds
         log=InstructionLog(tmp_path),
-        prompts_per_round=2,
         max_rounds=2,
-        num_shots=3,
-        max_new_tokens=40,
+        difficulty=True,
         instruction=INSTRUCTION,
-        rollouts=2,
-        rollout_max_new_tokens=8,
         on_round=lambda o: rounds_seen.append(o.rounds),
     )
     assert outcome.rounds == 2 and rounds_seen == [1, 2]
@@ -68,7 +68,8 @@ def test_rounds_log_every_candidate_and_rebuild_exactly(engine_and_tokenizer, tm
     accepted = [line["id"] for line in first if line["fate"] == "accepted"]
     difficulty = [line["id"] for line in lines if line["fate"] in ("kept", "rejected:difficulty")]
     assert difficulty == accepted  # each accepted problem rolled out and judged exactly once, in order
-    assert all(line["ratio"] in (0.5, 1.0) for line in lines if "ratio" in line)  # 2 rollouts: 1/2 or 2/2
+    # 2 rollouts: a mean reward of 2/2 or 1/2 (one with an answer), or 0 where neither answers or they disagree
+    assert all(line["reward_mean"] in (0.0, 0.5, 1.0) for line in lines if "reward_mean" in line)
     assert [p["id"] for p in outcome.problems] == [i for i in accepted if pools.history[i].passed_difficulty]
     rebuilt = rebuild_pools(tmp_path, SEEDS)
     assert dataclasses.asdict(rebuilt) == dataclasses.asdict(pools)
@@ -137,8 +138,8 @@ def test_serl_generate_cli_prints_the_fate_table_and_writes_jsonl(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"question": s}) + "\n" for s in SEEDS))
     out, run_dir, n = tmp_path / "problems.jsonl", tmp_path / "run", 2
-    args = ["generate", "--n", str(n), "--seeds", str(seeds), "--input-key", "question", "--out", str(out)]
-    args += ["--max-new-tokens", "40", "--prompts-per-round", "2", "--max-rounds", "6", "--shots", "3"]
+    args = ["generate", "--n", str(n), "--out", str(out), "--max-rounds", "6"]
+    args += [f"--set=data.seed_path={seeds}", "--set=data.input_key=question", *[f"--set={o}" for o in TINY]]
     result = CliRunner().invoke(app, [*args, "--run-dir", str(run_dir), "--quiet"])
     assert result.exit_code == 0, result.output
     total, rows = _table_total(result.stdout), _table_rows(result.stdout)
@@ -158,8 +159,44 @@ def test_serl_generate_bad_seeds_is_a_one_line_error(tmp_path):
 
     bad = tmp_path / "seeds.jsonl"
     bad.write_text('{"problem": "ok"}\n{"problem": \n')
-    result = CliRunner().invoke(app, ["generate", "--seeds", str(bad), "--out", str(tmp_path / "o.jsonl")])
+    result = CliRunner().invoke(app, ["generate", f"--set=data.seed_path={bad}", "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and "seeds.jsonl:2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
+
+
+class RecordingEngine:
+    """Records what it is asked to generate; answers every prompt with the same two numbered problems."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, params, n=1):
+        from serl.rollout.base import Completion
+
+        self.calls.append((list(prompts), params))
+        text = "5. A shop sells pencils at 3 dollars each. How much do 7 pencils cost?\n10. What is 15 percent of 80?"
+        return [Completion(i, 0, [1], [2], text, "eos") for i in range(len(prompts))]
+
+
+def test_serl_train_and_serl_generate_run_the_same_round(tmp_path):
+    """The first generation round of step 1 in `serl train` is round 1 of `serl generate`: same prompts, same
+    sampling, same seeds, same screened records, from the same config."""
+    from serl.data import Problem
+    from serl.models import load_tokenizer
+    from serl.trainer.logger import RunLogger
+    from serl.trainer.selfplay import InstructionSource
+
+    tokenizer, cfg = load_tokenizer(), load_config("cpu-demo", TINY)
+    train_engine, generate_engine = RecordingEngine(), RecordingEngine()
+    logger = RunLogger(tmp_path, "quiet", total_steps=0, tensorboard=False, wandb_cfg=None)
+    seeds = [Problem(id=str(i), prompt=s, label=None) for i, s in enumerate(SEEDS)]
+    source = InstructionSource(cfg, seeds, tokenizer, train_engine, tmp_path / "train", logger)
+    source.next_batch(1, step=1, attempt=1)
+    pools = Pools(seeds=SEEDS)
+    generate_problems(generate_engine, tokenizer, pools, cfg, n=1, max_rounds=1, log=InstructionLog(tmp_path / "gen"))
+    assert train_engine.calls == generate_engine.calls and len(train_engine.calls) == 1
+    logged = [read_jsonl(tmp_path / name / "instructions" / "iter_0001.jsonl")[0] for name in ("train", "gen")]
+    # two prompts, the same two items each: the second copies are not novel
+    assert logged[0] == logged[1] and [r["fate"] for r in logged[0]] == ["accepted"] * 2 + ["rejected:novelty"] * 2

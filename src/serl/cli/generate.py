@@ -1,4 +1,5 @@
-"""`serl generate`: self-instruction alone: generate, filter, optionally difficulty-score, write problems."""
+"""`serl generate`: self-instruction alone: generate, filter, optionally difficulty-score, write problems; configured
+by a preset and `--set` overrides like `serl train`."""
 
 from __future__ import annotations
 
@@ -15,79 +16,54 @@ if TYPE_CHECKING:
 
 @app.command()
 def generate(
-    model: str = typer.Option("embedded:smollm2-135m", "--model", "-m", help="Model spec (see serl.models)."),
+    preset: str = typer.Option("cpu-demo", "--preset", "-p", help="Packaged preset name or a YAML path."),
+    set_: list[str] = typer.Option([], "--set", help="Dotted override, e.g. --set data.seed_path=seeds.jsonl."),
     n: int = typer.Option(50, "--n", help="Problems to produce (that pass every filter)."),
-    seeds: str = typer.Option(
-        "embedded:arithmetic", "--seeds", help="Seeds: .jsonl/.json/.parquet, embedded:NAME or a hub id."
-    ),
-    input_key: str = typer.Option("problem", "--input-key", help="Problem field in --seeds."),
     out: Path = typer.Option(Path("generated.jsonl"), "--out", "-o", help="Output JSONL of problems."),
-    rollouts: int = typer.Option(
-        0, "--rollouts", help="Difficulty-score each problem with N majority-voted rollouts (0: no filter)."
+    difficulty: bool = typer.Option(
+        False,
+        "--difficulty/--no-difficulty",
+        help="Roll each accepted problem out (rollout.*), majority-vote it (reward.*) and keep it when its mean reward "
+        "lies within reward.difficulty_low/high, as serl train does.",
     ),
-    difficulty_low: float = typer.Option(0.2, "--low", help="Lowest majority ratio kept."),
-    difficulty_high: float = typer.Option(0.8, "--high", help="Highest majority ratio kept."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Generation length (paper: 1024)."),
-    rollout_max_new_tokens: int = typer.Option(256, "--rollout-max-new-tokens", help="Rollout length."),
-    prompts_per_round: int = typer.Option(8, "--prompts-per-round", help="Prompts per engine call."),
     max_rounds: int = typer.Option(100, "--max-rounds", help="Give up after this many rounds."),
-    shots: int = typer.Option(8, "--shots", help="Few-shot examples per prompt."),
-    prompt_max_len: int = typer.Option(1024, "--prompt-max-len", help="Token budget of a generation prompt."),
-    prompt_file: Path | None = typer.Option(None, "--prompt-file", help='JSON with "system" and "user".'),
-    scope: str = typer.Option("all", "--scope", help="Novelty scope: all | reference."),
-    threshold: float = typer.Option(0.7, "--threshold", help="Reject when ROUGE-L F exceeds this."),
-    faithful_capitalize: bool = typer.Option(
-        False, "--faithful-capitalize", help="Lower-case all but the first character, as the reference does."
-    ),
     run_dir: Path | None = typer.Option(
         None, "--run-dir", help="Log every candidate's fate to RUN_DIR/instructions/ (continues a log)."
     ),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
-    seed: int = typer.Option(0, help="Seed for example sampling and generation."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
-    """Generate new problems from seed problems with the model, keep those that pass the filters."""
-    import random
+    """Generate new problems from the seed problems with the model, keep those that pass the filters.
 
+    The model, the seeds (data.seed_path, data.input_key), the generation prompt and sampling, the filters and the
+    seed (train.seed) come from the preset and --set overrides, exactly as `serl train` reads them."""
     from rich.console import Console
 
+    from serl.config import ConfigError, load_config
     from serl.selfinstruct import InstructionLog
     from serl.selfinstruct.standalone import generate_problems
 
     console = Console(stderr=True, quiet=quiet)
-    if scope not in ("all", "reference"):
-        _fail(f"--scope must be 'all' or 'reference', got {scope!r}")
-    if n < 1 or rollouts < 0 or rollouts == 1:
-        _fail("--n must be at least 1 and --rollouts 0 or at least 2")
+    if n < 1:
+        _fail("--n must be at least 1")
     try:
-        loaded = _load(model, seeds, input_key, device, prompt_file, run_dir, console)
-        engine, tokenizer, pools, instruction = loaded
+        cfg = load_config(preset, set_)
+        engine, tokenizer, pools = _load(cfg, device, run_dir, console)
         outcome = generate_problems(
             engine,
             tokenizer,
             pools,
-            random.Random(seed),
+            cfg,
             n=n,
             log=InstructionLog(run_dir) if run_dir else None,
-            prompts_per_round=prompts_per_round,
             max_rounds=max_rounds,
-            num_shots=shots,
-            prompt_max_tokens=prompt_max_len,
-            max_new_tokens=max_new_tokens,
-            instruction=instruction,
-            scope=scope,  # type: ignore[arg-type]
-            threshold=threshold,
-            faithful_capitalize=faithful_capitalize,
-            rollouts=rollouts,
-            rollout_max_new_tokens=rollout_max_new_tokens,
-            difficulty_low=difficulty_low,
-            difficulty_high=difficulty_high,
-            on_round=lambda progress: console.print(_round_line(progress, n, rollouts > 0)),
+            difficulty=difficulty,
+            on_round=lambda progress: console.print(_round_line(progress, n, difficulty)),
         )
-    except (ValueError, OSError) as err:  # DataError, ModelSpecError and bad prompt files are ValueErrors
+    except (ConfigError, ValueError, OSError) as err:  # DataError, ModelSpecError and bad prompt files are ValueErrors
         _fail(str(err))
     _write_output(out, outcome.problems)
-    Console().print(_fate_table(outcome, rollouts > 0))
+    Console().print(_fate_table(outcome, difficulty))
     summary = f"{len(outcome.problems)} problems in {outcome.rounds} rounds, {outcome.seconds:.0f} s -> {out}"
     if len(outcome.problems) < n:
         _fail(f"only {summary}; raise --max-rounds or check the model's outputs")
@@ -99,32 +75,25 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _load(
-    model: str,
-    seeds: str,
-    input_key: str,
-    device: str | None,
-    prompt_file: Path | None,
-    run_dir: Path | None,
-    console: Any,
-) -> tuple[Any, Any, Any, Any]:
-    """(engine, tokenizer, pools, instruction); the pools continue RUN_DIR's instruction log if any."""
+def _load(cfg: Any, device: str | None, run_dir: Path | None, console: Any) -> tuple[Any, Any, Any]:
+    """(engine, tokenizer, pools); the pools continue RUN_DIR's instruction log if any."""
     import torch
 
     from serl.data import load_problems
     from serl.models import load_policy
-    from serl.rollout.hf import HFEngine
+    from serl.rollout import engine_options, make_engine
     from serl.selfinstruct import Pools, load_instruction, rebuild_pools
 
-    instruction = load_instruction(prompt_file)
-    seed_texts = [p.prompt for p in load_problems(seeds, input_key)]
+    load_instruction(cfg.selfinstruct.prompt_file)  # a bad prompt file fails before the model loads
+    seed_texts = [p.prompt for p in load_problems(cfg.data.seed_path, cfg.data.input_key)]
     pools = rebuild_pools(run_dir, seed_texts) if run_dir else Pools(seeds=seed_texts)
     if pools.torn_lines:
         console.print(f"[yellow]ignored {pools.torn_lines} torn line(s) in {run_dir}/instructions[/]")
-    with console.status(f"loading {model}"):
+    with console.status(f"loading {cfg.model.policy}"):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        policy, tokenizer = load_policy(model, device=device)
-    return HFEngine(policy, tokenizer), tokenizer, pools, instruction
+        policy, tokenizer = load_policy(cfg.model.policy, dtype=cfg.model.dtype, device=device)
+    engine = make_engine(cfg.rollout.engine, policy, tokenizer, **engine_options(cfg.rollout, seed=cfg.train.seed))
+    return engine, tokenizer, pools
 
 
 def _round_line(outcome: GenerationOutcome, n: int, difficulty: bool) -> str:

@@ -5,6 +5,7 @@ The other public names are imported from their submodules on first use (`serl.la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from serl.lazy import lazy_exports
@@ -31,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*_lazy_dir(), "ENGINES", "engine_options", "make_engine", "rollout_params"])
+    return sorted([*_lazy_dir(), "ENGINES", "engine_options", "make_engine", "roll_out", "rollout_params"])
 
 
 def make_engine(kind: str, model: Any, tokenizer: Any, **kwargs: Any) -> RolloutEngine:
@@ -81,4 +82,20 @@ def rollout_params(rollout: RolloutConfig, *, seed: int | None) -> SamplingParam
     )
 
 
-__all__ = sorted([*_EXPORTS, "ENGINES", "engine_options", "make_engine", "rollout_params"])
+def roll_out(
+    engine: Any, tokenizer: Any, problems: Sequence[str], rollout: RolloutConfig, *, seed: int
+) -> list[list[Any]]:
+    """`rollout.n_samples_per_prompt` completions per problem, grouped per problem in order, as a training step rolls
+    them out: the run's prompt format, prompts right-truncated to `rollout.prompt_max_len` tokens, its sampling."""
+    from serl.rollout.formats import format_prompt, truncate_prompt
+
+    prompts = [
+        truncate_prompt(tokenizer, format_prompt(tokenizer, text, rollout.prompt_format), rollout.prompt_max_len)
+        for text in problems
+    ]
+    n = rollout.n_samples_per_prompt
+    completions = engine.generate(prompts, rollout_params(rollout, seed=seed), n=n)
+    return [completions[i * n : (i + 1) * n] for i in range(len(problems))]
+
+
+__all__ = sorted([*_EXPORTS, "ENGINES", "engine_options", "make_engine", "roll_out", "rollout_params"])

@@ -37,6 +37,12 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def truncate_prompt(tokenizer: Any, prompt: str, max_tokens: int) -> str:
+    """PROMPT right-truncated to MAX_TOKENS tokens, as the reference's tokenizer call (`truncation=True`) does."""
+    ids = encode_prompt(tokenizer, prompt)
+    return prompt if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
+
+
 def encode_prompts(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
     """Engines' input: strings go through `encode_prompt`, token-id lists are kept; an empty prompt is an error."""
     encoded = [encode_prompt(tokenizer, p) if isinstance(p, str) else list(p) for p in prompts]

@@ -1,17 +1,16 @@
 """Self-instruction: few-shot generation prompts, parsing, rule/novelty/difficulty filters and persistent
 pools.
 
-One generation round, as the trainer and `serl generate` run it::
+One generation round, as `serl train` and `serl generate` both run it (`rounds.generation_round`)::
 
     pools = rebuild_pools(run_dir, seed_texts)               # empty run dir: just the seeds
     log, index = InstructionLog(run_dir, iteration=1), NoveltyIndex(0.7)
-    prompts = [build_generation_prompt(tok, pools.seeds, pools.kept(), rng).text for _ in range(4)]
-    responses = [c.text for c in engine.generate(prompts, generation_params(max_new_tokens=1024))]
-    log.write(screen_responses(responses, pools, index, step=step), pools)   # rule + novelty fates
-    batch = pools.pending()[:16]                                           # roll out, vote, then:
-    log.write([fate_record(p.id, difficulty_fate(v.majority_ratio), step=step, ratio=v.majority_ratio)
-               for p, v in zip(batch, votes)], pools)
-    log.write([fate_record(i, "trained", step=step) for i in trained_ids], pools)
+    generation_round(engine, tok, pools, index, cfg.selfinstruct, instruction, seed=42, step=1, attempt=1,
+                     round_=1, log=log)                      # prompts, generation, rule + novelty fates
+    batch = pools.pending()[:16]                             # roll out, score, then per problem:
+    mean = group_difficulty(rewards)                         # the difficulty filter's input
+    log.write([fate_record(p.id, difficulty_fate(mean), step=1, reward_mean=mean)], pools)
+    log.write([fate_record(i, "trained", step=1) for i in trained_ids], pools)
 
 Public names are imported from their submodules on first use (`serl.lazy`), so importing `serl.selfinstruct.choices`
 (as the config loader does) does not import torch."""
@@ -22,6 +21,7 @@ from serl.lazy import lazy_exports
 
 _EXPORTS = {
     "difficulty_fate": "difficulty",
+    "group_difficulty": "difficulty",
     "passes_difficulty": "difficulty",
     "RULES": "filters",
     "clean_item": "filters",
@@ -41,6 +41,7 @@ _EXPORTS = {
     "build_generation_prompt": "prompts",
     "generation_params": "prompts",
     "load_instruction": "prompts",
+    "generation_round": "rounds",
     "comparison_set": "screen",
     "screen_responses": "screen",
     "sync_index": "screen",

@@ -1,31 +1,34 @@
 """Self-instruction on its own (`serl generate`): generation rounds until N problems pass every filter.
 
-Each round builds few-shot prompts, generates with the rollout engine, and screens the responses (rules,
-novelty). With `rollouts > 0` the accepted problems are then rolled out that many times each, majority-voted,
-and only those within the difficulty bounds count (they also join the kept pool that later prompts draw from).
+Each round is the one `serl train` runs (`selfinstruct.rounds`), from the same config section and seeds. With
+`difficulty=True` the accepted problems are then rolled out as the run's `rollout` section says, scored by the
+run's majority vote, and only those whose mean reward lies within the difficulty bounds count (they also join the
+kept pool that later prompts draw from): the same difficulty rule as the training loop's.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from serl.rollout.base import RolloutEngine, SamplingParams
-from serl.selfinstruct.difficulty import difficulty_fate
+from serl.seeding import derive_seed
+from serl.selfinstruct.difficulty import difficulty_fate, group_difficulty
 from serl.selfinstruct.novelty import NoveltyIndex
 from serl.selfinstruct.pools import CANDIDATE_FATES, GeneratedProblem, InstructionLog, Pools, fate_record
-from serl.selfinstruct.prompts import Instruction, build_generation_prompt, generation_params
-from serl.selfinstruct.screen import NoveltyScope, screen_responses
+from serl.selfinstruct.prompts import Instruction, load_instruction
+from serl.selfinstruct.rounds import generation_round
+
+if TYPE_CHECKING:
+    from serl.config import SerlConfig
 
 
 @dataclass
 class GenerationOutcome:
     problems: list[dict[str, Any]]  # the first N problems that passed every filter, as output records
-    # log lines per fate over all rounds: each candidate's screening fate, then (rollouts > 0) an accepted
+    # log lines per fate over all rounds: each candidate's screening fate, then (difficulty on) an accepted
     # problem's kept / rejected:difficulty, so the values sum to more than the candidates; see `candidates`
     fates: Counter[str] = field(default_factory=Counter)
     rounds: int = 0
@@ -43,35 +46,27 @@ def is_screening_fate(fate: str) -> bool:
 
 
 def generate_problems(
-    engine: RolloutEngine,
+    engine: Any,
     tokenizer: Any,
     pools: Pools,
-    rng: random.Random,
+    cfg: SerlConfig,
     *,
     n: int,
     log: InstructionLog | None = None,
-    prompts_per_round: int = 8,
     max_rounds: int = 100,
-    num_shots: int = 8,
-    max_generated: int = 2,
-    prompt_max_tokens: int | None = 1024,
-    max_new_tokens: int = 256,
+    difficulty: bool = False,
     instruction: Instruction | None = None,
-    scope: NoveltyScope = "all",
-    threshold: float = 0.7,
-    faithful_capitalize: bool = False,
-    rollouts: int = 0,
-    rollout_format: str = "chat_boxed",
-    rollout_max_new_tokens: int = 256,
-    difficulty_low: float = 0.2,
-    difficulty_high: float = 0.8,
     on_round: Callable[[GenerationOutcome], None] | None = None,
 ) -> GenerationOutcome:
-    """Run rounds until N problems pass (or MAX_ROUNDS ran); fates go to LOG and POOLS as they happen."""
-    if n < 1 or prompts_per_round < 1 or max_rounds < 1:
-        raise ValueError("n, prompts_per_round and max_rounds must be at least 1")
+    """Run rounds until N problems pass (or MAX_ROUNDS ran); fates go to LOG and POOLS as they happen. Round r is
+    seeded as step r of a training run's first attempt; INSTRUCTION (default: `selfinstruct.prompt_file`)."""
+    if n < 1 or max_rounds < 1:
+        raise ValueError("n and max_rounds must be at least 1")
+    if difficulty and cfg.rollout.n_samples_per_prompt < 2:
+        raise ValueError("the difficulty filter needs rollout.n_samples_per_prompt >= 2")
+    instruction = instruction or load_instruction(cfg.selfinstruct.prompt_file)
     outcome = GenerationOutcome(problems=[])
-    index = NoveltyIndex(threshold)
+    index = NoveltyIndex(cfg.selfinstruct.rouge_threshold)
     started = time.perf_counter()
 
     def record(records: list[dict[str, Any]]) -> None:
@@ -83,38 +78,36 @@ def generate_problems(
         outcome.fates.update(r["fate"] for r in records)
 
     while outcome.rounds < max_rounds and len(outcome.problems) < n:
-        step = outcome.rounds
-        prompts = [
-            build_generation_prompt(
-                tokenizer,
-                pools.seeds,
-                pools.kept(),
-                rng,
-                num_shots=num_shots,
-                max_generated=max_generated,
-                prompt_max_tokens=prompt_max_tokens,
-                instruction=instruction,
-            ).text
-            for _ in range(prompts_per_round)
-        ]
-        params = generation_params(max_new_tokens=max_new_tokens, seed=rng.getrandbits(31))
-        responses = [c.text for c in engine.generate(prompts, params)]
-        screened = screen_responses(
-            responses, pools, index, step=step, scope=scope, faithful_capitalize=faithful_capitalize
+        step = outcome.rounds + 1
+        screened = generation_round(
+            engine,
+            tokenizer,
+            pools,
+            index,
+            cfg.selfinstruct,
+            instruction,
+            seed=cfg.train.seed,
+            step=step,
+            attempt=1,
+            round_=1,
+            log=log,
         )
-        record(screened)
+        outcome.fates.update(r["fate"] for r in screened)
         accepted = {r["id"]: r for r in screened if r["fate"] == "accepted"}
         problems = [pools.history[i] for i in accepted]
-        ratios: dict[int, float] = {}
-        if rollouts > 0 and problems:
-            ratios = _majority_ratios(
-                engine, tokenizer, problems, rng, rollouts, rollout_format, rollout_max_new_tokens
+        means: dict[int, float] = {}
+        if difficulty and problems:
+            means = _reward_means(engine, tokenizer, problems, cfg, step)
+            lo, hi = cfg.reward.difficulty_low, cfg.reward.difficulty_high
+            record(
+                [
+                    fate_record(p.id, difficulty_fate(means[p.id], lo, hi), step=step, reward_mean=means[p.id])
+                    for p in problems
+                ]
             )
-            fates = {i: difficulty_fate(r, difficulty_low, difficulty_high) for i, r in ratios.items()}
-            record([fate_record(p.id, fates[p.id], step=step, ratio=ratios[p.id]) for p in problems])
             problems = [p for p in problems if pools.history[p.id].passed_difficulty]
         for problem in problems[: n - len(outcome.problems)]:
-            outcome.problems.append(_output_record(problem, accepted[problem.id], ratios.get(problem.id)))
+            outcome.problems.append(_output_record(problem, accepted[problem.id], means.get(problem.id)))
         outcome.rounds += 1
         outcome.seconds = time.perf_counter() - started
         if on_round is not None:
@@ -122,31 +115,24 @@ def generate_problems(
     return outcome
 
 
-def _majority_ratios(
-    engine: RolloutEngine,
-    tokenizer: Any,
-    problems: list[GeneratedProblem],
-    rng: random.Random,
-    rollouts: int,
-    rollout_format: str,
-    max_new_tokens: int,
+def _reward_means(
+    engine: Any, tokenizer: Any, problems: list[GeneratedProblem], cfg: SerlConfig, step: int
 ) -> dict[int, float]:
-    """Roll each problem out ROLLOUTS times (T 1.0, as the reference's rollouts); majority-vote each."""
-    from serl.reward import score_groups
-    from serl.rollout.formats import format_prompt
+    """Roll each problem out and score it as a training step does; each group's mean reward (the difficulty input)."""
+    from serl.reward.scorer import Scorer
+    from serl.rollout import roll_out
 
-    prompts = [format_prompt(tokenizer, p.text, rollout_format) for p in problems]
-    seed = rng.getrandbits(31)
-    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed)
-    texts = [c.text for c in engine.generate(prompts, params, n=rollouts)]
-    groups = [texts[i * rollouts : (i + 1) * rollouts] for i in range(len(problems))]
-    votes = score_groups(groups)
-    return {p.id: vote.majority_ratio for p, vote in zip(problems, votes, strict=True)}
+    groups = roll_out(
+        engine, tokenizer, [p.text for p in problems], cfg.rollout, seed=derive_seed(cfg.train.seed, "rollout", step, 1)
+    )
+    texts = [[c.text for c in group] for group in groups]
+    scores = Scorer(cfg.reward).score([p.text for p in problems], [None] * len(problems), texts)
+    return {p.id: group_difficulty(rewards) for p, rewards in zip(problems, scores.rewards, strict=True)}
 
 
-def _output_record(problem: GeneratedProblem, screened: dict[str, Any], ratio: float | None) -> dict:
+def _output_record(problem: GeneratedProblem, screened: dict[str, Any], reward_mean: float | None) -> dict:
     record = {"id": problem.id, "problem": problem.text, "novelty_score": screened["score"]}
     record["nearest"] = screened["nearest"]
-    if ratio is not None:
-        record["majority_ratio"] = ratio
+    if reward_mean is not None:
+        record["reward_mean"] = reward_mean
     return record

@@ -207,25 +207,21 @@ class SerlTrainer:
         return buffer[:need]
 
     def _rollout_and_filter(self, problems: list[RolloutProblem], step: int, stats: StepStats) -> list[PassedGroup]:
-        from serl.rollout import rollout_params
-        from serl.rollout.formats import format_prompt
+        from serl.rollout import roll_out
 
         cfg = self.cfg
         n = cfg.rollout.n_samples_per_prompt
         self.logger.phase("rollout", f"step {step}: {len(problems)}×{n}")
         t0 = time.perf_counter()
-        prompts = [
-            self._truncate_prompt(format_prompt(self.tokenizer, p.text, cfg.rollout.prompt_format)) for p in problems
-        ]
-        params = rollout_params(cfg.rollout, seed=derive_seed(cfg.train.seed, "rollout", step, stats.attempts))
         self.model.eval()
-        completions = self.engine.generate(prompts, params, n=n)
+        seed = derive_seed(cfg.train.seed, "rollout", step, stats.attempts)
+        grouped = roll_out(self.engine, self.tokenizer, [p.text for p in problems], cfg.rollout, seed=seed)
+        completions = [c for group in grouped for c in group]
         stats.add_time("rollout", time.perf_counter() - t0)
 
         self.logger.phase("reward", f"step {step}")
         t0 = time.perf_counter()
-        responses = [c.text for c in completions]
-        groups = [responses[i * n : (i + 1) * n] for i in range(len(problems))]
+        groups = [[c.text for c in group] for group in grouped]
         scores = self.scorer.score([p.text for p in problems], [p.label for p in problems], groups)
         stats.add_time("reward", time.perf_counter() - t0)
 
@@ -256,13 +252,6 @@ class SerlTrainer:
         self.source.observe(step, fates)
         self._write_rollouts(step, stats.attempts, problems, groups, scores, means)
         return passed
-
-    def _truncate_prompt(self, prompt: str) -> str:
-        """Right-truncate to rollout.prompt_max_len tokens, as the reference's tokenizer call does."""
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) <= self.cfg.rollout.prompt_max_len:
-            return prompt
-        return self.tokenizer.decode(ids[: self.cfg.rollout.prompt_max_len])
 
     @staticmethod
     def _filter_metrics(stats: StepStats) -> dict[str, Any]:

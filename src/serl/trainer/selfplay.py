@@ -3,7 +3,6 @@ and every fate written to the instruction log, from which the pools are rebuilt 
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,11 +12,10 @@ from serl import rundir as names
 from serl.config import SerlConfig
 from serl.data import Problem
 from serl.rollout.base import RolloutEngine
-from serl.seeding import derive_seed
 from serl.selfinstruct.novelty import NoveltyIndex
 from serl.selfinstruct.pools import InstructionLog, fate_record, rebuild_pools
-from serl.selfinstruct.prompts import build_generation_prompt, generation_params, load_instruction
-from serl.selfinstruct.screen import screen_responses
+from serl.selfinstruct.prompts import load_instruction
+from serl.selfinstruct.rounds import generation_round
 from serl.trainer.sources import Fate, RolloutProblem, StalledError
 
 
@@ -62,42 +60,19 @@ class InstructionSource:
 
     def _generation_round(self, step: int, attempt: int, round_: int) -> None:
         self.logger.phase("generate", f"step {step}: round {round_}, {len(self.pools.pending())} problems waiting")
-        seed = self.cfg.train.seed
-        rng = random.Random(derive_seed(seed, "fewshot", step, attempt, round_))
-        kept = self.pools.kept()
-        prompts = [
-            build_generation_prompt(
-                self.tokenizer,
-                self.seed_texts,
-                kept,
-                rng,
-                num_shots=self.si.few_shot,
-                max_generated=self.si.max_generated_shots,
-                prompt_max_tokens=self.si.prompt_max_len,
-                instruction=self.instruction,
-            ).text
-            for _ in range(self.si.generation_batch_size)
-        ]
-        params = generation_params(
-            max_new_tokens=self.si.max_new_tokens,
-            temperature=self.si.temperature,
-            top_p=self.si.top_p,
-            presence_penalty=self.si.presence_penalty,
-            seed=derive_seed(seed, "generate", step, attempt, round_),
-        )
-        completions = self.engine.generate(prompts, params, n=1)
-        self.logger.phase("filter", f"step {step}: quality and novelty of {len(completions)} generations")
-        records = screen_responses(
-            [c.text for c in completions],
+        records = generation_round(
+            self.engine,
+            self.tokenizer,
             self.pools,
             self.index,
+            self.si,
+            self.instruction,
+            seed=self.cfg.train.seed,
             step=step,
-            scope=self.si.novelty_scope,
-            faithful_capitalize=self.si.faithful_capitalize,
-            min_words=self.si.min_words,
-            max_words=self.si.max_words,
+            attempt=attempt,
+            round_=round_,
+            log=self.log,
         )
-        self.log.write(records, self.pools)
         self.counts["candidates"] += len(records)
         self.counts.update(r["fate"] for r in records)
 
