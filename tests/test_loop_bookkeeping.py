@@ -265,3 +265,20 @@ def test_resume_restores_the_bookkeeping_and_cuts_files_back(tmp_path: Path, tok
     assert any(not torch.equal(theirs[k], initial[k]) for k in theirs), "no update: the comparison would be vacuous"
     assert all(torch.equal(ours[k], theirs[k]) for k in ours), "the resumed run trained differently"
     assert read_jsonl(RunDir(run_dir).metrics)[0][-1]["train/lr"] == read_jsonl(straight.run.metrics)[0][-1]["train/lr"]
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_an_iteration_starts_with_fresh_adam_moments_when_asked(tmp_path: Path, tokenizer, reset: bool) -> None:
+    overrides = [f"train.reset_optimizer_each_iteration={str(reset).lower()}", "train.save_every=0"]
+    trainer = make_trainer(tmp_path, tokenizer, [[True, True]] * 3, overrides)
+    moments_at_step: dict[int, int] = {}
+    train = trainer.policy.train
+
+    def recording_train(experience):
+        moments_at_step[trainer.step + 1] = len(trainer.policy.optimizer.state)
+        return train(experience)
+
+    trainer.policy.train = recording_train
+    trainer.fit()
+    assert moments_at_step[2] > 0  # within iteration 1 the moments carry on
+    assert (moments_at_step[3] == 0) is reset  # step 3 opens iteration 2

@@ -22,7 +22,7 @@ import yaml
 from serl.reward.choices import Extractor, GtMatch, MajorityMethod, NoMajority
 from serl.rl.choices import GROUPED_ESTIMATORS, Estimator, KLEstimator, LossAggregation, OptimizerName, WhitenScope
 from serl.rollout.choices import ComputeDtype, EngineName, PromptFormat
-from serl.selfinstruct.choices import NoveltyScope
+from serl.selfinstruct.choices import NoveltyScope, PromptOverflow
 from serl.trainer.choices import Carryover, Console, TrainMode
 
 
@@ -85,12 +85,16 @@ class SelfInstructConfig:
     presence_penalty: float = 2.0
     max_new_tokens: int = 1024
     prompt_max_len: int = 1024
+    prompt_overflow: PromptOverflow = "drop_examples"  # truncate: right-truncate the tokens, as the reference
     rouge_threshold: float = 0.7  # reject when ROUGE-L F > threshold
     novelty_scope: NoveltyScope = "all"  # reference: seeds + current batch only
     faithful_capitalize: bool = False  # True reproduces the reference's str.capitalize() (lower-cases the rest)
     min_words: int = 4
     max_words: int = 150
-    prompt_file: str | None = None  # JSON with "system" and "user"; None uses the packaged prompt
+    # JSON with "system" and "user", or a packaged prompt: question_generation (None, serl's) | reference (official)
+    prompt_file: str | None = None
+    # the reference clears its batch buffer after every step: accepted problems not yet rolled out expire (logged)
+    expire_pending: bool = False
 
 
 @dataclass
@@ -143,6 +147,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many steps overall (None: run all iterations)
     carryover: Carryover = "expire"
     max_attempts_per_step: int = 50  # rollout rounds per step before stopping with a saved state
+    # fresh Adam moments at each iteration start, as the paper's restart from the last HF export gave
+    reset_optimizer_each_iteration: bool = False
     seed: int = 42
     save_every: int = 50  # steps between resumable checkpoints (also saved at every iteration end)
     keep_checkpoints: int = 3

@@ -374,11 +374,18 @@ class PolicyTrainer:
     # ------------------------------------------------------------------------------------------------ state
 
     def reset_schedule(self, total_optimizer_steps: int) -> None:
-        """A fresh warmup + cosine over ``total_optimizer_steps`` (a new iteration); Adam moments are kept."""
+        """A fresh warmup + cosine over ``total_optimizer_steps`` (a new iteration); Adam moments are kept unless
+        `reset_optimizer_state` is called too."""
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"]
         self.schedule_total_steps = total_optimizer_steps
         self.scheduler = self._schedule(total_optimizer_steps)
+
+    def reset_optimizer_state(self) -> None:
+        """Forget the Adam moments and step counts (what a new run from the weights would start with)."""
+        if self.uses_deepspeed:
+            raise NotImplementedError("resetting the optimizer state is not implemented under DeepSpeed")
+        self._plain_optimizer().state.clear()
 
     def _plain_optimizer(self) -> Any:
         return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the torch optimizer

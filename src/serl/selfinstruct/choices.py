@@ -7,4 +7,8 @@ from typing import Literal, get_args
 
 NoveltyScope = Literal["all", "reference"]  # all: seeds + every generated problem | reference: seeds + current batch
 
+# an over-long generation prompt: drop whole examples until it fits | right-truncate its tokens (reference)
+PromptOverflow = Literal["drop_examples", "truncate"]
+
 NOVELTY_SCOPES: tuple[str, ...] = get_args(NoveltyScope)
+PROMPT_OVERFLOWS: tuple[str, ...] = get_args(PromptOverflow)

@@ -3,8 +3,12 @@
 `clean_item` collapses whitespace and capitalises. With `faithful_capitalize=True` it calls `str.capitalize()`
 as the reference does, which also lower-cases everything after the first character (`$\\Delta ABC$` becomes
 `$\\delta abc$`, §9.1); by default only the first character changes. `rule_violation` returns the name of the
-first rule that rejects a cleaned item, in the reference's order, or None. Every rule decides the same way in
-both modes."""
+first rule that rejects a cleaned item, in the reference's order, or None.
+
+The rules decide on the text as the reference sees it, `str.capitalize()`d, whichever mode produced the kept text, so
+both modes keep exactly the same items. (Case-folding is not always reversible: `İ` lower-cases to `i` plus a
+combining dot, so "the İmage" is blacklisted by a case-blind search of the text as written, but not of the
+capitalised text the reference searched.)"""
 
 from __future__ import annotations
 
@@ -42,18 +46,19 @@ def clean_item(item: str, *, faithful_capitalize: bool = False) -> str:
 
 
 def rule_violation(text: str, *, min_words: int = 4, max_words: int = 150) -> str | None:
-    """The first rule that rejects TEXT (already cleaned), or None when it passes them all."""
-    if not text:
+    """The first rule that rejects TEXT (already cleaned), or None when it passes them all; the rules read
+    `TEXT.capitalize()`, as the reference does (see the module docstring)."""
+    seen = text.capitalize()
+    if not seen:
         return "empty"
-    if not min_words <= len(text.split()) <= max_words:
+    if not min_words <= len(seen.split()) <= max_words:
         return "length"
-    if _BLACKLISTED.search(text):
+    if _BLACKLISTED.search(seen):
         return "blacklist"
-    # Case-blind: after the reference's capitalize() the test was, in effect.
-    if text.lower().startswith("write a program"):
+    if seen.startswith("Write a program"):
         return "write_a_program"
-    if text[0] in string.punctuation:
+    if seen[0] in string.punctuation:
         return "leading_punctuation"
-    if not text[0].isascii():
+    if not seen[0].isascii():
         return "non_ascii_start"
     return None

@@ -2,8 +2,12 @@
 
 A prompt shows up to `max_generated` problems from the kept pool and seed problems for the remaining slots,
 shuffled and numbered, and ends with the next bare item number ("9."). It is rendered with the tokenizer's
-chat template. Unlike the reference, which right-truncates an over-long prompt (cutting the assistant header),
-a prompt over the token budget drops whole examples, longest first, until it fits."""
+chat template. A prompt over the token budget drops whole examples, longest first, until it fits (`drop_examples`,
+the default), or is right-truncated to the budget as the reference does (`truncate`: the tail is lost, the
+assistant header with it).
+
+Two instructions are packaged: `question_generation` (serl's wording, the default) and `reference` (the official
+prompt: user prefix "Come up with a series of questions:", serl-reference §1.2)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from serl.rollout.base import SamplingParams
+from serl.selfinstruct.choices import PROMPT_OVERFLOWS, PromptOverflow
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -33,17 +38,28 @@ class Instruction:
 
 @dataclass(frozen=True)
 class GenerationPrompt:
-    text: str  # rendered with the chat template, ready for the engine
+    text: str  # rendered with the chat template
     examples: list[str]  # the examples shown, in order (numbered 1..len)
     num_tokens: int | None  # rendered length in tokens; None without a tokenizer
     dropped: int  # examples removed to fit the token budget
+    truncated_ids: list[int] | None = None  # overflow="truncate" over the budget: the text's first budget tokens
+
+    @property
+    def engine_input(self) -> str | list[int]:
+        """What the engine gets: the truncated token ids, or the text (which it tokenizes as they were counted)."""
+        return self.truncated_ids if self.truncated_ids is not None else self.text
+
+
+PACKAGED_INSTRUCTIONS = ("question_generation", "reference")
 
 
 def load_instruction(path: str | os.PathLike[str] | None = None) -> Instruction:
-    """Read a prompt file (JSON with "system" and "user" strings); None reads the packaged one."""
-    if path is None:
-        text = (resources.files("serl") / "prompts" / "question_generation.json").read_text(encoding="utf-8")
-        where = "serl/prompts/question_generation.json"
+    """Read a prompt file (JSON with "system" and "user" strings), or a packaged one by name
+    (PACKAGED_INSTRUCTIONS); None reads the default, `question_generation`."""
+    name = "question_generation" if path is None else os.fspath(path)
+    if name in PACKAGED_INSTRUCTIONS:
+        text = (resources.files("serl") / "prompts" / f"{name}.json").read_text(encoding="utf-8")
+        where = f"serl/prompts/{name}.json"
     else:
         where = os.fspath(path)
         try:
@@ -117,18 +133,26 @@ def build_generation_prompt(
     max_generated: int = 2,
     prompt_max_tokens: int | None = 1024,
     instruction: Instruction | None = None,
+    overflow: PromptOverflow = "drop_examples",
 ) -> GenerationPrompt:
-    """Sample examples (see `select_examples`) and render them; over `prompt_max_tokens`, drop whole examples.
+    """Sample examples (see `select_examples`) and render them; over `prompt_max_tokens`, drop whole examples
+    (`drop_examples`) or keep the first `prompt_max_tokens` tokens (`truncate`, the reference's
+    `tokenizer(..., add_special_tokens=False, max_length=prompt_max_len, truncation=True)`).
 
-    The longest example goes first, so one huge seed costs one slot instead of several. A prompt is never cut
-    mid-example; if even a single example does not fit, this raises ValueError. `prompt_max_tokens=None` (or
+    Dropping takes the longest example first, so one huge seed costs one slot instead of several. A prompt is never
+    cut mid-example; if even a single example does not fit, this raises ValueError. `prompt_max_tokens=None` (or
     no tokenizer) disables the budget."""
+    if overflow not in PROMPT_OVERFLOWS:
+        raise ValueError(f"unknown prompt overflow {overflow!r}; expected one of {', '.join(PROMPT_OVERFLOWS)}")
     instruction = instruction or load_instruction()
     examples = select_examples(seed_pool, kept_pool, rng, num_shots=num_shots, max_generated=max_generated)
     text = render_prompt(tokenizer, examples, instruction)
     if tokenizer is None:
         return GenerationPrompt(text, examples, None, 0)
     num_tokens = count_tokens(tokenizer, text)
+    if overflow == "truncate" and prompt_max_tokens is not None and num_tokens > prompt_max_tokens:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:prompt_max_tokens]
+        return GenerationPrompt(text, examples, prompt_max_tokens, 0, truncated_ids=list(ids))
     dropped = 0
     while prompt_max_tokens is not None and num_tokens > prompt_max_tokens:
         if len(examples) == 1:

@@ -46,7 +46,8 @@ def generation_round(
             max_generated=si.max_generated_shots,
             prompt_max_tokens=si.prompt_max_len,
             instruction=instruction,
-        ).text
+            overflow=si.prompt_overflow,
+        ).engine_input
         for _ in range(si.generation_batch_size)
     ]
     params = generation_params(

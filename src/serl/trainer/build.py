@@ -103,11 +103,12 @@ def build_parts(cfg: SerlConfig, run_dir: Path, logger: Any, accelerator: Any | 
 
 
 def optimizer_steps_per_iteration(cfg: SerlConfig) -> int:
-    """Length of one iteration's LR schedule, in optimizer steps."""
+    """The LR horizon of one iteration, in optimizer steps, as the reference sets it (serl-reference §1.7):
+    `instructions_per_iteration * n_samples_per_prompt // train_batch_size` (2000 · 16 / 16 = 2000). It counts one
+    optimizer step per `train_batch_size` sequences of one epoch; with more epochs, or batches that do not split
+    evenly, the schedule reaches its floor before the iteration ends, as the reference's does."""
     t = cfg.train
-    steps = max(1, t.instructions_per_iteration // t.rollout_batch_size)
-    sequences = t.rollout_batch_size * cfg.rollout.n_samples_per_prompt
-    return steps * t.max_epochs * max(1, sequences // t.train_batch_size)
+    return max(1, t.instructions_per_iteration * cfg.rollout.n_samples_per_prompt // t.train_batch_size)
 
 
 def load_reference(cfg: SerlConfig, device: str) -> torch.nn.Module | None:

@@ -89,6 +89,8 @@ class SerlTrainer:
         self.iteration = 1
         self.step_in_iteration = 0
         self.carried: list[PassedGroup] = []
+        if cfg.train.reset_optimizer_each_iteration and self.policy.uses_deepspeed:
+            raise ValueError("train.reset_optimizer_each_iteration is not supported under DeepSpeed; use FSDP or DDP")
 
     @property
     def steps_per_iteration(self) -> int:
@@ -135,6 +137,8 @@ class SerlTrainer:
         self.iteration += 1
         self.step_in_iteration = 0
         self.policy.reset_schedule(self.policy.schedule_total_steps)
+        if self.cfg.train.reset_optimizer_each_iteration:
+            self.policy.reset_optimizer_state()
         self.source.start_iteration(self.iteration)
         self.logger.info(f"iteration {self.iteration} begins at step {self.step + 1}")
 

@@ -77,11 +77,15 @@ class InstructionSource:
         self.counts.update(r["fate"] for r in records)
 
     def observe(self, step: int, fates: Sequence[Fate]) -> None:
-        """Log each generated problem's fate: kept / rejected:difficulty (with the filter's input), trained, expired."""
+        """Log each generated problem's fate: kept / rejected:difficulty (with the filter's input), trained, expired.
+        With `selfinstruct.expire_pending`, a training step also expires every problem still waiting for rollout, as
+        the reference clears its batch buffer after each step (serl-reference §1.6); they are logged as expired."""
         records = []
         for f in fates:
             extra = {} if f.reward_mean is None else {"reward_mean": f.reward_mean}
             records.append(fate_record(f.problem.generated_id, f.fate, step=step, **extra))
+        if self.si.expire_pending and any(f.fate == "trained" for f in fates):
+            records += [fate_record(p.id, "expired", step=step) for p in self.pools.pending()]
         self.log.write(records, self.pools)
 
     def step_metrics(self) -> dict[str, float]:
