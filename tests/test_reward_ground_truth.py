@@ -90,6 +90,9 @@ def test_batch_metrics_without_labels_and_errors() -> None:
     metrics = batch_metrics(votes)
     assert metrics["majority_ratio"] == pytest.approx(2 / 3)
     assert metrics["majority_voting_reward"] == pytest.approx(2 / 3)
+    assert metrics["distinct_answers"] == 2.0  # {1, 1} and {2}
+    spread = batch_metrics([majority_vote(["1", "2", "3", "1"]), majority_vote(["5", "5", "5", "5"])])
+    assert spread["distinct_answers"] == pytest.approx((3 + 1) / 2)
     assert "label_accuracy" not in metrics
     with pytest.raises(ValueError):
         batch_metrics([])

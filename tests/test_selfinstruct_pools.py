@@ -182,3 +182,31 @@ def test_novelty_scope_all_versus_reference(tmp_path):
         assert [r["fate"] for r in later] == [expected]
     with pytest.raises(ValueError, match="unknown novelty scope"):
         comparison_set(pools, "everything")
+
+
+def test_contaminated_candidates_are_dropped_or_marked(tmp_path):
+    held_out = NoveltyIndex(0.7)
+    # a held-out question that round 1's train item copies with one word changed: 19 tokens, 18 shared, F = 18/19
+    held_out.add("held-out:0", "A train leaves at 3 pm and travels 120 km at 60 km per hour. When does it stop?")
+    pools, index = Pools(seeds=SEEDS), NoveltyIndex(0.7)
+    records = screen_responses(ROUND_1, pools, index, step=0, held_out=held_out)
+    fates = [r["fate"] for r in records]
+    assert fates == [
+        "rejected:novelty",
+        "rejected:rule:blacklist",
+        "accepted",
+        "rejected:rule:length",
+        "rejected:contamination",  # never reaches the novelty index, so it cannot reject later items either
+        "rejected:novelty",
+    ]
+    train = records[4]
+    assert train["contaminated"] and train["held_out_score"] == pytest.approx(18 / 19)
+    assert train["held_out"].endswith("When does it stop?")
+    kept = screen_responses(
+        ROUND_1, Pools(seeds=SEEDS), NoveltyIndex(0.7), step=0, held_out=held_out, drop_contaminated=False
+    )
+    assert [r["fate"] for r in kept] == [f if f != "rejected:contamination" else "accepted" for f in fates]
+    assert kept[4]["contaminated"] and not any(r.get("contaminated") for i, r in enumerate(kept) if i != 4)
+    log = InstructionLog(tmp_path, iteration=1)
+    log.write(records, pools)  # the log and the pools know the new fate
+    assert list(pools.history) == [2] and rebuild_pools(tmp_path, SEEDS).next_id == 6

@@ -19,11 +19,11 @@ import yaml
 
 # The Literal types of the named choices live with the code that branches on them; the loader checks values against
 # them (so each list of valid names exists once). These modules are torch-free: reading a config stays cheap.
-from serl.reward.choices import Extractor, GtMatch, MajorityMethod, NoMajority
+from serl.reward.choices import Extractor, GtMatch, MajorityMethod, NoMajority, RewardControl
 from serl.rl.choices import GROUPED_ESTIMATORS, Estimator, KLEstimator, LossAggregation, OptimizerName, WhitenScope
 from serl.rollout.choices import ComputeDtype, EngineName, PromptFormat
 from serl.selfinstruct.choices import NoveltyScope, PromptOverflow
-from serl.trainer.choices import Carryover, Console, TrainMode
+from serl.trainer.choices import CanaryAction, Carryover, Console, TrainMode
 
 
 class ConfigError(ValueError):
@@ -95,6 +95,9 @@ class SelfInstructConfig:
     prompt_file: str | None = None
     # the reference clears its batch buffer after every step: accepted problems not yet rolled out expire (logged)
     expire_pending: bool = False
+    # generated problems whose ROUGE-L F against an evaluation question (eval.datasets, eval.canary) exceeds
+    # rouge_threshold are logged as contaminated; True also drops them (fate rejected:contamination)
+    drop_contaminated: bool = True
 
 
 @dataclass
@@ -111,6 +114,9 @@ class RewardConfig:
     gt_match: GtMatch = "verify"
     # groups where no two responses agree: zero (every response 0.0) | first (reference: one-hot on response 0)
     no_majority: NoMajority = "zero"
+    # a control experiment (bench_selfplay): shuffle the kept groups' rewards across them, or invert them; the
+    # difficulty filter still decides on the true rewards, so the same problems are trained on
+    control: RewardControl = "none"
 
 
 @dataclass
@@ -159,6 +165,11 @@ class TrainConfig:
     # Micro-batches then take whole groups where that cannot change the update (one step per epoch, loss_agg
     # not token_mean_micro). False: the padded [prompt | response] batch of every row, as before.
     share_prompts: bool = True
+    # collapse guard on eval.canary: after this many canary evaluations in a row more than canary_margin below the
+    # best so far, stop with a saved state (stop) or reload the best canary checkpoint and go on (rollback); 0 = off
+    canary_patience: int = 0
+    canary_margin: float = 0.05
+    canary_action: CanaryAction = "stop"
 
 
 @dataclass
@@ -171,6 +182,17 @@ class EvalConfig:
     prompt_format: PromptFormat | None = None  # None: same as rollout.prompt_format
     max_new_tokens: int = 1024
     at_start: bool = False  # evaluate the initial policy before the first step
+    # also sample this many responses for the first sample_max_samples questions of each set: mean@n, maj@n, and
+    # TTRL's label accuracy (the vote's answer is right) and reward accuracy (majority reward = GT reward); 0 = off
+    n_samples: int = 0
+    sample_max_samples: int | None = 100
+    sample_temperature: float = 1.0  # the reference's maj@K sampling: T 1.0, top_p 0.95
+    sample_top_p: float = 0.95
+    # a labelled canary set (a path or embedded:NAME) for the collapse guard (train.canary_*): greedy pass@1 of its
+    # first canary_max_samples questions every canary_every steps, and at the start
+    canary: str | None = None
+    canary_every: int = 1
+    canary_max_samples: int | None = 100
 
 
 @dataclass

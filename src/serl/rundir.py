@@ -41,6 +41,7 @@ MAJORITY_VOTING_REWARD = "reward/majority_voting_reward"
 MAJORITY_RATIO_MEAN = "reward/majority_ratio_mean"  # the vote's winner count / n, averaged over groups
 MAJORITY_RATIO_HIST = "reward/majority_ratio_hist"
 NO_MAJORITY_FRAC = "reward/no_majority_frac"
+DISTINCT_ANSWERS = "reward/distinct_answers"  # answer clusters per group: 1 everywhere is a collapse sign
 LABEL_ACCURACY = "reward/label_accuracy"
 REWARD_ACCURACY = "reward/reward_accuracy"
 GROUND_TRUTH_RATIO = "reward/ground_truth_ratio"
@@ -49,6 +50,9 @@ PASS_AT_N = "reward/pass@n"
 TRAIN = "train/"  # the policy update's figures (PolicyTrainer.train), under this prefix
 SELFINSTRUCT = "selfinstruct/"  # candidate fates of the step's generation rounds
 KEPT_POOL = "selfinstruct/kept_pool"  # a size, not a count
+CONTAMINATED = "selfinstruct/contaminated"  # candidates with ROUGE-L F > threshold against an evaluation question
+CONTAMINATED_SHARE = "selfinstruct/contaminated_share"  # of the candidates that passed the rules
+CANARY = "canary/"  # the labelled canary set of the collapse guard: pass@1, best, and the guard's actions
 EVAL = "eval/"
 TIME = "time/"
 STEP_TIME = "time/step_s"
@@ -113,6 +117,11 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def canary_best(self) -> Path:
+        """The collapse guard's best canary state (train.canary_action=rollback), a checkpoint root of its own."""
+        return self.checkpoints / "canary_best"
 
     def hf_export(self, iteration: int) -> Path:
         return self.checkpoints / f"iter_{iteration:02d}_hf"

@@ -1,7 +1,10 @@
 """Health metrics of the self-reward for one batch of groups (TTRL's set, peers.md §5).
 
 Always: `majority_ratio` (mean, a 10-bin histogram over [0, 1] and the raw values), `majority_voting_reward` (mean
-reward, the training signal), `no_majority_frac` (groups where no two responses agree) and `timed_out_frac`.
+reward, the training signal), `no_majority_frac` (groups where no two responses agree), `distinct_answers` (mean
+number of answer clusters per group, a response without an answer counting as its own) and `timed_out_frac`. A
+majority ratio near 1 with one distinct answer per group, falling entropy and shrinking responses are the label-free
+signs of a collapse onto a confident answer (arXiv 2505.21444).
 
 With ground-truth rewards for some groups (seed problems have labels, generated ones do not), over those groups only:
 - `label_accuracy`: the majority answer is correct (the winner's ground-truth reward is 1; no majority = miss);
@@ -37,6 +40,7 @@ def batch_metrics(
         "majority_ratios": ratios,
         "majority_voting_reward": fmean(fmean(vote.rewards) if vote.rewards else 0.0 for vote in votes),
         "no_majority_frac": fmean(0.0 if vote.has_majority else 1.0 for vote in votes),
+        "distinct_answers": fmean(len(vote.cluster_sizes) for vote in votes),
         "timed_out_frac": fmean(1.0 if vote.timed_out else 0.0 for vote in votes),
     }
     if gt_rewards is None:

@@ -27,7 +27,7 @@ from serl.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_FATES = ("accepted", "rejected:novelty")  # plus rejected:rule:<name>
+CANDIDATE_FATES = ("accepted", "rejected:novelty", "rejected:contamination")  # plus rejected:rule:<name>
 LATER_FATES = ("kept", "rejected:difficulty", "trained", "expired")
 _RANK = {"accepted": 0, "kept": 1, "rejected:difficulty": 1, "trained": 2, "expired": 2}
 

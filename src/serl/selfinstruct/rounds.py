@@ -33,8 +33,10 @@ def generation_round(
     attempt: int,
     round_: int,
     log: InstructionLog | None = None,
+    held_out: NoveltyIndex | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate and screen one round; the records are written to LOG (or only applied to POOLS without one)."""
+    """Generate and screen one round; the records are written to LOG (or only applied to POOLS without one).
+    HELD_OUT: the evaluation questions, for the contamination check (`screen_responses`)."""
     rng = random.Random(derive_seed(seed, "fewshot", step, attempt, round_))
     prompts = [
         build_generation_prompt(
@@ -67,6 +69,8 @@ def generation_round(
         faithful_capitalize=si.faithful_capitalize,
         min_words=si.min_words,
         max_words=si.max_words,
+        held_out=held_out,
+        drop_contaminated=si.drop_contaminated,
     )
     if log is not None:
         log.write(records, pools)

@@ -53,10 +53,17 @@ def screen_responses(
     faithful_capitalize: bool = False,
     min_words: int = 4,
     max_words: int = 150,
+    held_out: NoveltyIndex | None = None,
+    drop_contaminated: bool = True,
 ) -> list[dict[str, Any]]:
     """One record per parsed item, ids from `pools.next_id` on: `rejected:rule:<name>`, `rejected:novelty` or
     `accepted` (the last two with the max ROUGE-L F and the nearest text). Accepted items join INDEX at once,
-    so later items of the same round are compared with them, as in the reference."""
+    so later items of the same round are compared with them, as in the reference.
+
+    HELD_OUT (an index of the evaluation questions): an item that passes the rules and is too close to one of them
+    (ROUGE-L F above the index's threshold) is marked `contaminated` with that score and text; with
+    DROP_CONTAMINATED it is `rejected:contamination` and never trained on, so a gain on the held-out set cannot come
+    from training on near-copies of it."""
     sync_index(index, pools, scope)
     records: list[dict[str, Any]] = []
     for response in responses:
@@ -67,6 +74,13 @@ def screen_responses(
             if rule is not None:
                 record["fate"] = f"rejected:rule:{rule}"
             records.append(record)
+    if held_out is not None:
+        for record in (r for r in records if "fate" not in r):
+            near = held_out.score(record["text"])
+            if not near.novel:
+                record |= {"contaminated": True, "held_out_score": near.score, "held_out": held_out.text(near.nearest)}
+                if drop_contaminated:
+                    record["fate"] = "rejected:contamination"
     to_check = [r for r in records if "fate" not in r]
     results = index.check_and_add_many([(generated_key(r["id"]), r["text"]) for r in to_check])
     for record, result in zip(to_check, results, strict=True):

@@ -16,6 +16,7 @@ from serl.config import SerlConfig
 from serl.parallel import Parallel, full_parameters, shards_parameters
 from serl.reward.scorer import Scorer
 from serl.rundir import RunDir
+from serl.trainer.evals import TrainingEval, load_eval_sets
 from serl.trainer.sources import DatasetSource, ProblemSource
 
 
@@ -29,6 +30,7 @@ class TrainingParts:
     scorer: Any  # score(prompts, labels, groups) -> serl.reward.scorer.Scores
     policy: Any  # a serl.rl.PolicyTrainer
     evaluate: Callable[[int], dict[str, float]] | None = None  # None: no eval sets
+    canary: Callable[[int], float] | None = None  # the canary set's pass@1 after a step; None: no eval.canary
     parallel: Parallel = field(default_factory=Parallel)
 
 
@@ -62,13 +64,15 @@ def build_parts(cfg: SerlConfig, run_dir: Path, logger: Any, accelerator: Any | 
     reference = None if lora else load_reference(cfg, device)  # LoRA: the base, adapter disabled
     engine = make_rollout_engine(cfg, model, tokenizer, accelerator=accelerator)
     seeds = load_problems(cfg.data.seed_path, cfg.data.input_key, cfg.data.label_key, max_samples=cfg.data.max_samples)
+    eval_sets, canary = load_eval_sets(cfg)
     source: ProblemSource
     if cfg.train.mode == "serl":
         from serl.trainer.selfplay import InstructionSource
 
         # ranks > 0 screen the same gathered candidates into a mirror of the instruction log (see distributed.py)
         source_dir = RunDir(run_dir).rank_dir(parallel.rank)
-        source = InstructionSource(cfg, seeds, tokenizer, engine, source_dir, logger)
+        held_out = [p.prompt for problems in [*eval_sets.values(), canary] for p in problems]
+        source = InstructionSource(cfg, seeds, tokenizer, engine, source_dir, logger, held_out=held_out)
     else:
         train = seeds
         if cfg.data.train_path:
@@ -76,10 +80,9 @@ def build_parts(cfg: SerlConfig, run_dir: Path, logger: Any, accelerator: Any | 
             train = load_problems(d.train_path, d.input_key, d.label_key, max_samples=d.max_samples)
         source = DatasetSource(train, cfg.train.seed)
     evaluate = None
-    if cfg.eval.datasets:
-        from serl.trainer.evals import TrainingEval
-
-        evaluate = TrainingEval(cfg, engine, model, tokenizer, run_dir, logger, main=parallel.rank == 0)
+    if eval_sets or canary:
+        main = parallel.rank == 0
+        evaluate = TrainingEval(cfg, engine, model, tokenizer, run_dir, logger, main, sets=eval_sets, canary=canary)
     policy = make_policy_trainer(
         cfg,
         model,
@@ -98,6 +101,7 @@ def build_parts(cfg: SerlConfig, run_dir: Path, logger: Any, accelerator: Any | 
         scorer=Scorer(cfg.reward, ground_truth=cfg.train.mode == "gt"),
         policy=policy,
         evaluate=evaluate,
+        canary=evaluate.canary if canary and evaluate is not None else None,
         parallel=parallel,
     )
 

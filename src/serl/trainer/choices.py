@@ -7,3 +7,4 @@ from typing import Literal
 TrainMode = Literal["serl", "maj", "gt"]  # self-instruction + majority | dataset prompts + majority | labels
 Carryover = Literal["expire", "keep"]  # extra passing groups: expire after one step (reference, logged) | keep
 Console = Literal["rich", "quiet", "json"]
+CanaryAction = Literal["stop", "rollback"]  # the collapse guard: stop with a saved state | reload the best canary state

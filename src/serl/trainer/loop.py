@@ -11,7 +11,6 @@ cut back to the byte sizes recorded in the checkpoint, so a killed step leaves n
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,15 @@ from serl import rundir as names
 from serl.config import SerlConfig, dump_yaml
 from serl.io import append_jsonl, atomic_write_text, flush_and_uncache, truncate_to
 from serl.parallel import export_sharded, full_state_dict, load_full_state_dict
+from serl.reward.controls import apply_control
 from serl.reward.scorer import reward_metrics
 from serl.rl.experience import Experience
 from serl.rundir import RunDir
 from serl.seeding import derive_seed
 from serl.selfinstruct.difficulty import group_difficulty, passes_difficulty
+from serl.trainer.batch import PassedGroup, StepStats
 from serl.trainer.build import TrainingParts
+from serl.trainer.canary import CanaryGuard
 from serl.trainer.checkpoint import (
     capture_rng,
     export_hf,
@@ -36,44 +38,7 @@ from serl.trainer.checkpoint import (
     save_checkpoint,
 )
 from serl.trainer.distributed import mirror_instructions
-from serl.trainer.sources import Fate, RolloutProblem, StalledError
-
-
-@dataclass
-class PassedGroup:
-    """One problem's rollout group that passed the difficulty filter, waiting to be trained on."""
-
-    problem: RolloutProblem
-    experience: Experience  # this group's n sequences
-    reward_mean: float  # the difficulty filter's input
-    passed_at_step: int
-
-    def to_state(self) -> dict[str, Any]:
-        """Plain data (tensors, numbers, strings, lists) for a checkpoint."""
-        return {
-            "problem": self.problem.to_state(),
-            "experience": self.experience.to_state(),
-            "reward_mean": self.reward_mean,
-            "passed_at_step": self.passed_at_step,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> PassedGroup:
-        problem, experience = RolloutProblem.from_state(state["problem"]), Experience.from_state(state["experience"])
-        return cls(problem, experience, state["reward_mean"], state["passed_at_step"])
-
-
-@dataclass
-class StepStats:
-    groups_scored: int = 0
-    groups_kept: int = 0
-    attempts: int = 0
-    votes: list = field(default_factory=list)
-    gt_rewards: list = field(default_factory=list)
-    times: dict[str, float] = field(default_factory=dict)
-
-    def add_time(self, phase: str, seconds: float) -> None:
-        self.times[phase] = self.times.get(phase, 0.0) + seconds
+from serl.trainer.sources import CanaryStop, Fate, RolloutProblem, StalledError
 
 
 class SerlTrainer:
@@ -81,7 +46,8 @@ class SerlTrainer:
         self.cfg, self.run_dir, self.run, self.logger = cfg, run_dir, RunDir(run_dir), logger
         self.model, self.tokenizer, self.engine = parts.model, parts.tokenizer, parts.engine
         self.source, self.scorer, self.policy = parts.source, parts.scorer, parts.policy
-        self.sync_weights, self.evaluate_policy = parts.sync_weights, parts.evaluate
+        self.sync_weights, self.evaluate_policy, self.canary = parts.sync_weights, parts.evaluate, parts.canary
+        self.guard = CanaryGuard(cfg.train.canary_patience, cfg.train.canary_margin)
         self.parallel = parts.parallel
         self.accelerator = parts.parallel.accelerator
         self.is_main = parts.parallel.rank == 0
@@ -107,11 +73,24 @@ class SerlTrainer:
         cfg = self.cfg
         if self.step == 0 and cfg.eval.at_start:
             self.evaluate()
+        if self.step == 0 and self.canary is not None:
+            self._watch_canary()
         while self.step < self.total_steps:
             if self.step_in_iteration >= self.steps_per_iteration:
                 self._end_iteration()
             metrics = self.train_step()
+            act = False
+            if self.canary is not None and self.step % cfg.eval.canary_every == 0:
+                canary_metrics, act = self._watch_canary()
+                metrics.update(canary_metrics)
             self.logger.log_step(metrics)
+            if act:
+                g = self.guard
+                raise CanaryStop(
+                    f"step {self.step}: canary pass@1 stayed more than {cfg.train.canary_margin} below its best "
+                    f"{g.best:.3f} (step {g.best_step}) for {g.below} evaluation(s). State saved in {self.save()}; "
+                    f"resume with serl train --resume {self.run_dir}, or retrain with other settings"
+                )
             if self.step_in_iteration >= self.steps_per_iteration or self.step >= self.total_steps:
                 self._finish_iteration_outputs()
             elif cfg.train.save_every and self.step % cfg.train.save_every == 0:
@@ -120,6 +99,30 @@ class SerlTrainer:
 
     def evaluate(self) -> dict[str, float]:
         return self.evaluate_policy(self.step) if self.evaluate_policy is not None else {}
+
+    def _watch_canary(self) -> tuple[dict[str, float], bool]:
+        """Evaluate the canary set; keep the best state (rollback mode) or roll back to it. True: stop the run."""
+        accuracy = self.canary(self.step)
+        verdict = self.guard.observe(self.step, accuracy)
+        rollback = self.cfg.train.canary_action == "rollback"
+        if verdict == "best" and rollback and self.is_main:
+            self.logger.phase("save", f"step {self.step}: best canary state")
+            model_state = full_state_dict(self.accelerator, self.policy.model, self.model)
+            save_checkpoint(self.run.canary_best, self.step, model_state, {"policy": self.policy.state_dict()}, 1)
+        if verdict == "act" and rollback:
+            path = latest_checkpoint(self.run.canary_best)
+            model_state, state = load_checkpoint(path)
+            load_full_state_dict(self.policy.model, self.model, model_state)
+            self.policy.load_state_dict(state["policy"])
+            self.sync_weights()
+            self.guard.rolled_back()
+            self.logger.warning(
+                f"step {self.step}: canary pass@1 {accuracy:.3f} is below its best; rolled back to the "
+                f"weights of step {self.guard.best_step}"
+            )
+        metrics = {f"{names.CANARY}{k}": v for k, v in self.guard.metrics(accuracy).items()}
+        metrics[f"{names.CANARY}rollbacks"] = self.guard.rollbacks
+        return metrics, verdict == "act" and not rollback
 
     def _finish_iteration_outputs(self) -> None:
         """Iteration end: optional eval, an HF export, and a resumable checkpoint."""
@@ -229,23 +232,27 @@ class SerlTrainer:
         scores = self.scorer.score([p.text for p in problems], [p.label for p in problems], groups)
         stats.add_time("reward", time.perf_counter() - t0)
 
+        lo, hi = cfg.reward.difficulty_low, cfg.reward.difficulty_high
+        self.logger.phase("filter", f"step {step}: difficulty {lo} ≤ mean reward ≤ {hi}")
+        means = [group_difficulty(rewards) for rewards in scores.rewards]
+        kept = [passes_difficulty(mean, lo, hi) for mean in means]
+        # a control run trains on altered rewards; the filter above has decided on the true ones
+        seed = derive_seed(cfg.train.seed, "control", step, stats.attempts)
+        trained_rewards = apply_control(scores.rewards, kept, cfg.reward.control, seed=seed)
+
         self.logger.phase("experience", f"step {step}: log-probs of {len(completions)} responses")
         t0 = time.perf_counter()
         experience = self.policy.make_experience(
             [c.prompt_ids for c in completions],
             [c.response_ids for c in completions],
-            torch.tensor([r for group in scores.rewards for r in group], dtype=torch.float32),
+            torch.tensor([r for group in trained_rewards for r in group], dtype=torch.float32),
             group_size=n,
         )
         stats.add_time("experience", time.perf_counter() - t0)
 
-        lo, hi = cfg.reward.difficulty_low, cfg.reward.difficulty_high
-        self.logger.phase("filter", f"step {step}: difficulty {lo} ≤ mean reward ≤ {hi}")
         passed: list[PassedGroup] = []
         fates: list[Fate] = []
-        means = [group_difficulty(rewards) for rewards in scores.rewards]
-        for i, (problem, mean) in enumerate(zip(problems, means, strict=True)):
-            keep = passes_difficulty(mean, lo, hi)
+        for i, (problem, mean, keep) in enumerate(zip(problems, means, kept, strict=True)):
             fates.append(Fate(problem, "kept" if keep else "rejected:difficulty", mean))
             if keep:
                 passed.append(PassedGroup(problem, experience.select_groups([i], group_size=n), mean, step))
@@ -254,7 +261,7 @@ class SerlTrainer:
         stats.votes.extend(scores.votes)
         stats.gt_rewards.extend(scores.gt_rewards)
         self.source.observe(step, fates)
-        self._write_rollouts(step, stats.attempts, problems, groups, scores, means)
+        self._write_rollouts(step, stats.attempts, problems, groups, scores, means, trained_rewards)
         return passed
 
     @staticmethod
@@ -266,7 +273,7 @@ class SerlTrainer:
             names.KEPT_RATIO: stats.groups_kept / max(1, stats.groups_scored),
         }
 
-    def _write_rollouts(self, step, attempt, problems, groups, scores, means) -> None:
+    def _write_rollouts(self, step, attempt, problems, groups, scores, means, trained_rewards) -> None:
         if not self.is_main:
             return
         keep_every = max(1, self.cfg.log.rollout_keep_every)
@@ -284,6 +291,7 @@ class SerlTrainer:
                     "label": problem.label,
                     "responses": groups[i],
                     "rewards": scores.rewards[i],
+                    **({"trained_rewards": trained_rewards[i]} if self.cfg.reward.control != "none" else {}),
                     "reward_mean": means[i],  # the difficulty filter's input
                     "majority_ratio": vote.majority_ratio if vote else None,  # the vote's winner count / n
                     "majority_answer": vote.majority_answer if vote else None,
@@ -313,6 +321,7 @@ class SerlTrainer:
             "policy": policy_state,
             "source": self.source.state_dict(),
             "carried": [group.to_state() for group in self.carried],
+            "canary": self.guard.state_dict(),
             "rng": capture_rng(),  # the global generators (dropout, LoRA dropout); sampling has its own seeds
             "file_sizes": {str(p.relative_to(self.run_dir)): p.stat().st_size for p in self.run.append_only_files()},
         }
@@ -355,6 +364,7 @@ class SerlTrainer:
         self.policy.load_state_dict(state["policy"])
         self.source.load_state_dict(state["source"])
         self.carried = [PassedGroup.from_state(group) for group in state["carried"]]
+        self.guard.load_state_dict(state.get("canary", {}))
         if "rng" in state:  # absent in checkpoints written before it was saved
             restore_rng(state["rng"])
         self.sync_weights()

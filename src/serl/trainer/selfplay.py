@@ -21,8 +21,16 @@ from serl.trainer.sources import Fate, RolloutProblem, StalledError
 
 class InstructionSource:
     def __init__(
-        self, cfg: SerlConfig, seeds: list[Problem], tokenizer: Any, engine: RolloutEngine, run_dir: Path, logger: Any
+        self,
+        cfg: SerlConfig,
+        seeds: list[Problem],
+        tokenizer: Any,
+        engine: RolloutEngine,
+        run_dir: Path,
+        logger: Any,
+        held_out: Sequence[str] = (),
     ):
+        """HELD_OUT: the evaluation questions; generated problems too close to one are contaminated (screen.py)."""
         self.cfg = cfg
         self.si = cfg.selfinstruct
         self.seed_texts = [p.prompt for p in seeds]
@@ -32,6 +40,10 @@ class InstructionSource:
         self.logger = logger
         self.instruction = load_instruction(self.si.prompt_file)
         self.counts: Counter[str] = Counter()
+        self.held_out: NoveltyIndex | None = None
+        if held_out:
+            self.held_out = NoveltyIndex(threshold=self.si.rouge_threshold)
+            self.held_out.add_many((f"held-out:{i}", text) for i, text in enumerate(dict.fromkeys(held_out)))
         self.start_iteration(1)
         self._rebuild()
 
@@ -72,9 +84,12 @@ class InstructionSource:
             attempt=attempt,
             round_=round_,
             log=self.log,
+            held_out=self.held_out,
         )
         self.counts["candidates"] += len(records)
         self.counts.update(r["fate"] for r in records)
+        self.counts["screened"] += sum(not r["fate"].startswith("rejected:rule:") for r in records)
+        self.counts["contaminated"] += sum(bool(r.get("contaminated")) for r in records)
 
     def observe(self, step: int, fates: Sequence[Fate]) -> None:
         """Log each generated problem's fate: kept / rejected:difficulty (with the filter's input), trained, expired.
@@ -97,6 +112,9 @@ class InstructionSource:
             f"{prefix}rejected_novelty": self.counts["rejected:novelty"],
             names.KEPT_POOL: len(self.pools.kept_ids),
         }
+        if self.held_out is not None:  # share of the candidates that passed the rules
+            out[names.CONTAMINATED] = self.counts["contaminated"]
+            out[names.CONTAMINATED_SHARE] = self.counts["contaminated"] / max(1, self.counts["screened"])
         for fate, count in self.counts.items():
             if fate.startswith("rejected:rule:"):
                 out[f"{prefix}rejected_rule:{fate.removeprefix('rejected:rule:')}"] = count

@@ -21,6 +21,10 @@ class StalledError(RuntimeError):
     """The policy produced no batch that passes the filters within the attempt budget."""
 
 
+class CanaryStop(StalledError):
+    """The collapse guard stopped the run: the canary set's accuracy stayed below its best (state saved)."""
+
+
 @dataclass
 class RolloutProblem:
     """A problem to roll out: `uid` is unique within the run (dataset id, or `gen-<int>` for generated problems)."""
