@@ -96,7 +96,10 @@ def write_run(run_dir: Path) -> Path:
         metrics = {f"{name}/pass@1": value for name, value in values.items()} | {"math500/questions": 50}
         eval_dir = run_dir / "eval"
         (eval_dir / f"step_{step:06d}.json").write_text(json.dumps({"step": step, "metrics": metrics}))
-        (eval_dir / f"step_{step:06d}_math500.jsonl").write_text('{"question": "1+1", "correct": true}\n')
+        # 50 questions per step, the first round(50 · pass@1) of them right: step 10 adds 2 right answers to step 0's
+        right = round(50 * values["math500"])
+        answers = [json.dumps({"id": f"q{i}", "correct": [i < right]}) for i in range(50)]
+        (eval_dir / f"step_{step:06d}_math500.jsonl").write_text("\n".join(answers) + "\n")
     (run_dir / "instructions").mkdir()
     next_id = 0
     for iteration, steps in ((1, range(1, 6)), (2, range(6, 11))):
@@ -150,11 +153,23 @@ def test_summary_numbers_match_hand_computed(run_dir: Path) -> None:
     # eval_s is logged on steps 5 and 10; step 0's evaluation has no metrics line
     phases = {"generate": 30, "rollout": 100, "reward": 10, "train": 60, "eval": 10, "save": 0.5}
     assert s["time_by_phase_s"] == pytest.approx(phases)
+    # step 10 gets 2 of 50 questions right that step 0 missed and loses none: the interval's low end is 0, since
+    # (48/50)^50 = 13 % of resamples draw neither (above the 2.5 % tail)
+    delta, low, high = s["eval"]["math500"].pop("delta_ci")
+    assert (delta, low) == (pytest.approx(0.04), 0.0) and 0.08 <= high <= 0.1
     assert s["eval"]["math500"] == pytest.approx(
         {"initial": 0.20, "final": 0.24, "final_step": 10, "best": 0.26, "best_step": 5, "delta": 0.04}
     )
     assert s["eval"]["gsm8k"] == pytest.approx(
-        {"initial": 0.40, "final": 0.46, "final_step": 10, "best": 0.46, "best_step": 10, "delta": 0.06}
+        {
+            "initial": 0.40,
+            "final": 0.46,
+            "final_step": 10,
+            "best": 0.46,
+            "best_step": 10,
+            "delta": 0.06,
+            "delta_ci": None,
+        }
     )
     assert s["fates"] == {
         "accepted": 20,

@@ -3,19 +3,24 @@
 - `evaluate_math(engine, tokenizer, problems, ...)` -> (metrics, per-question records)
 - `evaluate_mmlu_pro(engine, questions, ...)` -> (metrics, per-question records)
 - `load_math(name_or_path, data_dir)`, `mmlu_pro.load_questions(path)` load the data
-"""
 
-from serl.evaluation.math_eval import evaluate_math, load_math, math_metrics
-from serl.evaluation.metrics import pass_at_k, sampled_metrics
-from serl.evaluation.mmlu_pro import evaluate_mmlu_pro, load_questions, mmlu_metrics
+Public names are imported from their submodules on first use (`serl.lazy`), so the report, which needs only the
+pure metrics, does not import torch."""
 
-__all__ = [
-    "evaluate_math",
-    "evaluate_mmlu_pro",
-    "load_math",
-    "load_questions",
-    "math_metrics",
-    "mmlu_metrics",
-    "pass_at_k",
-    "sampled_metrics",
-]
+from __future__ import annotations
+
+from serl.lazy import lazy_exports
+
+_EXPORTS = {
+    "evaluate_math": "math_eval",
+    "load_math": "math_eval",
+    "math_metrics": "math_eval",
+    "paired_bootstrap": "metrics",
+    "pass_at_k": "metrics",
+    "sampled_metrics": "metrics",
+    "evaluate_mmlu_pro": "mmlu_pro",
+    "load_questions": "mmlu_pro",
+    "mmlu_metrics": "mmlu_pro",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

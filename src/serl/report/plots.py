@@ -14,7 +14,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from serl import rundir as names
-from serl.report.reading import Lines, RunData, count_keys, fate_group, fate_order, finite, present, time_keys
+from serl.report.reading import (
+    Lines,
+    RunData,
+    count_keys,
+    fate_group,
+    fate_order,
+    finite,
+    paired_interval,
+    present,
+    time_keys,
+)
 
 
 def _figure(width: float = 8.0, height: float = 4.0) -> Figure:
@@ -158,12 +168,39 @@ def plot_fates(run: RunData) -> Figure | None:
 
 
 def plot_eval(run: RunData) -> Figure | None:
+    """Held-out greedy pass@1 over steps, each set with its step-0 level as a dashed line and, where per-question
+    answers exist, a band: step 0's accuracy plus the paired-bootstrap 95 % interval of the change since step 0
+    (a rise is real where the band clears the dashed line). A second panel holds the sampled eval's figures."""
     if not run.evals:
         return None
-    lines = [(name, list(points), list(points.values())) for name, points in run.evals.items()]
-    figure = _figure()
-    title = "Evaluation accuracy (greedy pass@1; step 0 = initial policy)"
-    _lines(figure.add_subplot(), run, lines, title, "pass@1")
+    figure = _figure(8.0, 7.0 if run.eval_extra else 4.0)
+    axes = figure.subplots(2 if run.eval_extra else 1, 1, squeeze=False).ravel()
+    ax = axes[0]
+    for name, points in run.evals.items():
+        steps = list(points)
+        (line,) = ax.plot(steps, list(points.values()), marker="o", markersize=3.5, linewidth=1.5, label=name)
+        if 0 not in points:
+            continue
+        ax.axhline(points[0], color=line.get_color(), linestyle="--", linewidth=1, alpha=0.7)
+        band = [(s, interval) for s in steps if (interval := paired_interval(run, name, s)) is not None]
+        if len(band) > 1:
+            xs = [s for s, _ in band]
+            ax.fill_between(
+                xs,
+                [points[0] + low for _, (_, low, _) in band],
+                [points[0] + high for _, (_, _, high) in band],
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+                label=f"{name}: 95 % CI of the change",
+            )
+    _step_axis(ax, run)
+    ax.set(title="Held-out accuracy (greedy pass@1; dashed: step 0)", xlabel="step", ylabel="pass@1")
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    if run.eval_extra:
+        extra = [(key, list(points), list(points.values())) for key, points in run.eval_extra.items()]
+        _lines(axes[1], run, extra, "Sampled evaluation: mean@n, maj@n, label and reward accuracy", "fraction")
     return figure
 
 

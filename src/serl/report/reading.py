@@ -34,6 +34,10 @@ class RunData:
     config_text: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was skipped while reading, shown in the report
+    # dataset -> {step: {question id: first response correct}} from eval/step_XXXXXX_<dataset>.jsonl
+    answers: dict[str, dict[int, dict[str, bool]]] = field(default_factory=dict)
+    # "dataset/metric" -> {step: value} for the sampled eval (mean@n, maj@n, label and reward accuracy)
+    eval_extra: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 # -------------------------------------------------------------------------------------------- reading
@@ -69,13 +73,24 @@ def _read_steps(run_dir: Path, notes: list[str]) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _read_evals(run_dir: Path, steps: list[dict[str, Any]], notes: list[str]) -> dict[str, dict[int, float]]:
-    """pass@1 per dataset and step, from eval/step_XXXXXX.json and the `eval/<dataset>/pass@1` metrics."""
+EXTRA_EVAL = re.compile(r".+/(mean@\d+|maj@\d+|label_accuracy|reward_accuracy)")
+
+
+def _read_evals(
+    run_dir: Path, steps: list[dict[str, Any]], notes: list[str]
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    """(pass@1 per dataset and step, the sampled eval's metrics per "dataset/metric" and step), from
+    eval/step_XXXXXX.json and the `eval/<dataset>/...` metrics."""
     evals: dict[str, dict[int, float]] = {}
+    extra: dict[str, dict[int, float]] = {}
 
     def add(step: int, key: str, value: Any) -> None:
-        if key.endswith("/pass@1") and (number := finite(value)) is not None:
+        if (number := finite(value)) is None:
+            return
+        if key.endswith("/pass@1"):
             evals.setdefault(key.removesuffix("/pass@1"), {})[step] = number
+        elif EXTRA_EVAL.fullmatch(key):
+            extra.setdefault(key, {})[step] = number
 
     for record in steps:
         for key, value in record.items():
@@ -92,7 +107,43 @@ def _read_evals(run_dir: Path, steps: list[dict[str, Any]], notes: list[str]) ->
             continue
         for key, value in metrics.items():
             add(step, key, value)
-    return {name: dict(sorted(points.items())) for name, points in sorted(evals.items())}
+
+    def ordered(table: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
+        return {name: dict(sorted(points.items())) for name, points in sorted(table.items())}
+
+    return ordered(evals), ordered(extra)
+
+
+def _read_answers(run_dir: Path, notes: list[str]) -> dict[str, dict[int, dict[str, bool]]]:
+    """Per-question correctness (first response) per dataset and step, for paired confidence intervals."""
+    answers: dict[str, dict[int, dict[str, bool]]] = {}
+    for path in sorted(RunDir(run_dir).eval.glob("step_*_*.jsonl")):
+        match = re.fullmatch(r"step_(\d+)_(.+)\.jsonl", path.name)
+        if match is None:
+            continue
+        correct = {}
+        for record in _read_records(run_dir, path, notes):
+            marks = record.get("correct")
+            if "id" in record and isinstance(marks, list) and marks:
+                correct[str(record["id"])] = bool(marks[0])
+        if correct:
+            answers.setdefault(match.group(2), {})[int(match.group(1))] = correct
+    return {name: dict(sorted(points.items())) for name, points in sorted(answers.items())}
+
+
+def paired_interval(run: RunData, dataset: str, step: int) -> tuple[float, float, float] | None:
+    """(accuracy at STEP − at step 0, and its paired-bootstrap 95 % interval) over the questions both evaluated;
+    None without per-question answers for both."""
+    from serl.evaluation.metrics import paired_bootstrap
+
+    points = run.answers.get(dataset, {})
+    if 0 not in points or step not in points:
+        return None
+    shared = sorted(points[0].keys() & points[step].keys())
+    if not shared:
+        return None
+    result = paired_bootstrap([points[0][q] for q in shared], [points[step][q] for q in shared], resamples=4000)
+    return result.difference, result.low, result.high
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -105,7 +156,12 @@ def load_run(run_dir: str | Path) -> RunData:
     instructions = []
     for path in RunDir(run_dir).instruction_logs():
         instructions.extend(_read_records(run_dir, path, notes))
-    evals = _read_evals(run_dir, steps, notes)
+    evals, eval_extra = _read_evals(run_dir, steps, notes)
+    answers = _read_answers(run_dir, notes)
+    for name, points in answers.items():  # sets scored only per question (the canary) still get a curve
+        for step, correct in points.items():
+            evals.setdefault(name, {}).setdefault(step, sum(correct.values()) / len(correct))
+    evals = {name: dict(sorted(points.items())) for name, points in sorted(evals.items())}
     if not steps and not evals and not instructions:
         raise ReportError(
             f"{run_dir}: nothing to report (no metrics.jsonl lines, eval/step_*.json or "
@@ -120,7 +176,7 @@ def load_run(run_dir: str | Path) -> RunData:
             config = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError as err:
             _note(notes, f"config.yaml: not valid YAML ({str(err).splitlines()[0]})")
-    return RunData(run_dir, steps, evals, instructions, config_text, config, notes)
+    return RunData(run_dir, steps, evals, instructions, config_text, config, notes, answers, eval_extra)
 
 
 def series(run: RunData, key: str) -> tuple[list[int], list[float]]:

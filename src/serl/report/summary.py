@@ -14,6 +14,7 @@ from serl.report.reading import (
     fate_key,
     finite,
     mean,
+    paired_interval,
     present,
     series,
     time_keys,
@@ -41,6 +42,7 @@ def summarize(run: RunData) -> dict[str, Any]:
             "best": points[best_step],
             "best_step": best_step,
             "delta": None if initial is None else points[final_step] - initial,
+            "delta_ci": paired_interval(run, name, final_step),  # (delta, low, high) or None
         }
     fates = Counter(fate_group(r.get("fate")) for r in run.instructions)
     return {
@@ -117,8 +119,11 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
         for name, e in summary["eval"].items():
             final = f"{_num(e['final'])} (step {e['final_step']})"
             best = f"{_num(e['best'])} (step {e['best_step']})"
-            evals.append([name, _num(e["initial"]), final, best, _num(e["delta"], signed=True)])
-        tables.append((["eval pass@1", "step 0", "final", "best", "Δ final − step 0"], evals))
+            ci = e["delta_ci"]
+            interval = "–" if ci is None else f"[{_num(ci[1], signed=True)}, {_num(ci[2], signed=True)}]"
+            evals.append([name, _num(e["initial"]), final, best, _num(e["delta"], signed=True), interval])
+        header = ["eval pass@1", "step 0", "final", "best", "Δ final − step 0", "Δ 95 % CI (paired bootstrap)"]
+        tables.append((header, evals))
     if summary["fates"]:
         tables.append((["instruction fate", "events"], [[k, str(v)] for k, v in summary["fates"].items()]))
     if summary["counts"]:
