@@ -1,13 +1,16 @@
-"""Config: presets resolve, overrides parse, unknown keys suggest the closest valid one, paper values match §7.3-7.4."""
+"""Config: presets resolve, overrides parse, unknown keys suggest the closest valid one, paper values match §7.3-7.4,
+and every numeric value is checked against its valid range before anything is loaded."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import typing
 
 import pytest
 
-from serl.config import ConfigError, dump_yaml, list_presets, load_config
+from serl.config import ConfigError, all_keys, dump_yaml, list_presets, load_config
 
 
 def test_packaged_presets_all_resolve() -> None:
@@ -77,7 +80,7 @@ def test_dotted_overrides_parse_yaml_values() -> None:
         ("algo.advantage_estimator=ppo", "is not one of"),
         ("train.max_epochs=1.5", "expected an integer"),
         ("nonsense", "must look like section.key=value"),
-        ("algo.kl_coef=-0.001", "algo.kl_coef: must be >= 0"),  # a negative coefficient would reward drifting away
+        ("algo.kl_coef=-0.001", "algo.kl_coef=-0.001 is out of range; valid: >= 0"),  # a negative coefficient would reward drifting away
         ("rollout.dtype=bf16", "rollout.dtype: 'bf16' is not one of float32, bfloat16, float16"),
         ("algo.loss_agg=sum", "algo.loss_agg: 'sum' is not one of"),
     ],
@@ -161,3 +164,128 @@ def test_reading_a_config_imports_no_torch() -> None:
     code = "import sys, serl.config; serl.config.load_config('paper-llama32-3b'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# Every numeric key of every section: a value out of range, the valid range as the error gives it, and an accepted
+# value at (or next to) the edge. The coverage check below keeps new numeric keys from going unchecked.
+RANGE_CASES = [
+    ("model.lora.rank", -1, ">= 0", 0),
+    ("model.lora.alpha", 0, ">= 1", 1),
+    ("model.lora.dropout", 1.0, "[0, 1)", 0.0),
+    ("data.max_samples", 0, ">= 1 or null", 1),
+    ("data.max_chars", 0, ">= 1", 1),
+    ("rollout.n_samples_per_prompt", 0, ">= 1", 1),
+    ("rollout.temperature", -0.5, ">= 0", 0.0),
+    ("rollout.top_p", 0.0, "(0, 1]", 1.0),
+    ("rollout.top_k", 0, "-1 or >= 1", -1),
+    ("rollout.max_new_tokens", 0, ">= 1", 1),
+    ("rollout.prompt_max_len", 0, ">= 1", 1),
+    ("rollout.max_batch_size", 0, ">= 1 or null", 1),
+    ("rollout.vllm_gpu_memory_utilization", 1.5, "(0, 1]", 1.0),
+    ("selfinstruct.few_shot", 0, ">= 1", 2),  # 2: the default max_generated_shots may not exceed it
+    ("selfinstruct.max_generated_shots", -1, ">= 0", 0),
+    ("selfinstruct.generation_batch_size", 0, ">= 1", 1),
+    ("selfinstruct.temperature", -1.0, ">= 0", 0.0),
+    ("selfinstruct.top_p", 1.5, "(0, 1]", 0.01),
+    ("selfinstruct.presence_penalty", 2.5, "[-2, 2]", -2.0),
+    ("selfinstruct.max_new_tokens", 0, ">= 1", 1),
+    ("selfinstruct.prompt_max_len", 0, ">= 1", 1),
+    ("selfinstruct.rouge_threshold", 1.5, "[0, 1]", 1.0),
+    ("selfinstruct.min_words", -1, ">= 0", 0),
+    ("selfinstruct.max_words", 0, ">= 1", 4),  # 4: not below the default min_words
+    ("reward.difficulty_low", -0.1, "[0, 1]", 0.0),
+    ("reward.difficulty_high", 1.5, "[0, 1]", 1.0),
+    ("reward.timeout_s", -1.0, "> 0", 0.01),
+    ("reward.num_workers", -1, ">= 0 or null", 0),
+    ("algo.gamma", 1.5, "[0, 1]", 0.0),
+    ("algo.kl_coef", -0.001, ">= 0", 0.0),
+    ("algo.eps_clip_low", 1.0, "[0, 1)", 0.0),
+    ("algo.eps_clip_high", -0.2, ">= 0", 0.0),
+    ("algo.reward_clip", -1.0, ">= 0", 0.0),
+    ("train.rollout_batch_size", 0, ">= 1", 1),
+    ("train.train_batch_size", 0, ">= 1", 4),  # 4: the preset's micro-batch
+    ("train.micro_train_batch_size", 0, ">= 1", 1),
+    ("train.max_epochs", 0, ">= 1", 1),
+    ("train.learning_rate", -1e-6, ">= 0", 0.0),
+    ("train.lr_warmup_ratio", 1.5, "[0, 1]", 1.0),
+    ("train.min_lr_ratio", -0.1, "[0, 1]", 0.0),
+    ("train.adam_betas", [0.9, 1.0], "[0, 1)", [0.0, 0.0]),
+    ("train.weight_decay", -0.1, ">= 0", 0.0),
+    ("train.max_grad_norm", -1.0, ">= 0", 0.0),
+    ("train.instructions_per_iteration", 0, ">= 1", 1),
+    ("train.num_iterations", 0, ">= 1", 1),
+    ("train.max_steps", 0, ">= 1 or null", 1),
+    ("train.max_attempts_per_step", 0, ">= 1", 1),
+    ("train.seed", -1, ">= 0", 0),
+    ("train.save_every", -1, ">= 0", 0),
+    ("train.keep_checkpoints", 0, ">= 1", 1),
+    ("eval.every", -1, ">= 0", 0),
+    ("eval.max_samples", 0, ">= 1 or null", 1),
+    ("eval.max_new_tokens", 0, ">= 1", 1),
+    ("log.rollout_keep_every", 0, ">= 1", 1),
+]
+
+
+def _numeric_keys() -> set[str]:
+    numeric = {int, float, int | None, float | None, list[float]}
+    config = load_config("cpu-demo")
+    keys = set()
+    for key in all_keys():
+        *path, name = key.split(".")
+        holder = config
+        for part in path:
+            holder = getattr(holder, part)
+        if typing.get_type_hints(type(holder))[name] in numeric:
+            keys.add(key)
+    return keys
+
+
+def test_every_numeric_key_has_a_range_case() -> None:
+    assert {case[0] for case in RANGE_CASES} == _numeric_keys()
+
+
+@pytest.mark.parametrize(("key", "bad", "valid", "good"), RANGE_CASES, ids=[case[0] for case in RANGE_CASES])
+def test_out_of_range_values_are_refused_with_the_key_and_the_valid_range(key, bad, valid, good) -> None:
+    where, shown = (f"{key}[1]", bad[1]) if isinstance(bad, list) else (key, bad)
+    with pytest.raises(ConfigError) as err:
+        load_config("cpu-demo", [f"{key}={bad}"])
+    assert str(err.value) == f"{where}={shown!r} is out of range; valid: {valid}"
+    load_config("cpu-demo", [f"{key}={good}"])
+    if isinstance(good, float):  # no float may be NaN or infinite: a timeout of .inf is a hang
+        for value in (".nan", ".inf"):
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=(nan|inf) is out of range; valid: "):
+                load_config("cpu-demo", [f"{key}={value}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["reward.difficulty_low=0.9"], "reward.difficulty_low=0.9 must not exceed reward.difficulty_high=0.8"),
+        (["selfinstruct.min_words=200"], "selfinstruct.min_words=200 must not exceed selfinstruct.max_words=150"),
+        (["selfinstruct.few_shot=1"], "selfinstruct.max_generated_shots=2 must not exceed selfinstruct.few_shot=1"),
+        (
+            ["train.train_batch_size=2", "train.micro_train_batch_size=4"],
+            "train.micro_train_batch_size=4 must not exceed train.train_batch_size=2",
+        ),
+        (["train.adam_betas=[0.9]"], "train.adam_betas=[0.9]: expected two numbers, [beta1, beta2]"),
+    ],
+)
+def test_bounds_that_come_in_pairs_must_be_ordered(overrides, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("cpu-demo", overrides)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.train_batch_size=0", "train.train_batch_size=0 is out of range; valid: >= 1"),  # was ZeroDivisionError
+        ("reward.timeout_s=-1", "reward.timeout_s=-1.0 is out of range; valid: > 0"),  # was a run that never ended
+        ("train.num_iterations=0", "train.num_iterations=0 is out of range; valid: >= 1"),  # was exit 0, no word
+    ],
+)
+def test_serl_train_refuses_a_bad_value_before_loading_anything(override, message) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "serl", "train", "--set", override], capture_output=True, text=True, timeout=120
+    )
+    assert (proc.returncode, proc.stderr) == (2, f"error: {message}\n")

@@ -193,7 +193,7 @@ def test_the_lr_horizon_is_the_references(overrides, expected):
 def test_a_negative_kl_coef_is_rejected():
     from serl.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"algo\.kl_coef: must be >= 0"):
+    with pytest.raises(ConfigError, match=r"^algo\.kl_coef=-0\.001 is out of range; valid: >= 0$"):
         load_config("paper-llama32-3b", ["algo.kl_coef=-1e-3"])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class DataConfig:
     input_key: str = "problem"
     label_key: str | None = "answer"
     max_samples: int | None = None
+    # longest record accepted, in characters (a JSONL line is read no further than this); longer is an error
+    max_chars: int = 100_000
 
 
 @dataclass
@@ -221,6 +224,116 @@ class SerlConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+# The valid values of every numeric key, as written in error messages: ">= 1", "> 0", "[0, 1]", "(0, 1]", alternatives
+# joined by " or " ("-1 or >= 1"). Keys whose type allows None also accept null. Floats must be finite.
+RANGES: dict[str, str] = {
+    "model.lora.rank": ">= 0",  # 0: no LoRA
+    "model.lora.alpha": ">= 1",
+    "model.lora.dropout": "[0, 1)",
+    "data.max_samples": ">= 1",
+    "data.max_chars": ">= 1",
+    "rollout.n_samples_per_prompt": ">= 1",
+    "rollout.temperature": ">= 0",  # 0: greedy
+    "rollout.top_p": "(0, 1]",
+    "rollout.top_k": "-1 or >= 1",  # -1: off
+    "rollout.max_new_tokens": ">= 1",
+    "rollout.prompt_max_len": ">= 1",
+    "rollout.max_batch_size": ">= 1",
+    "rollout.vllm_gpu_memory_utilization": "(0, 1]",
+    "selfinstruct.few_shot": ">= 1",
+    "selfinstruct.max_generated_shots": ">= 0",
+    "selfinstruct.generation_batch_size": ">= 1",
+    "selfinstruct.temperature": ">= 0",
+    "selfinstruct.top_p": "(0, 1]",
+    "selfinstruct.presence_penalty": "[-2, 2]",  # vLLM's range
+    "selfinstruct.max_new_tokens": ">= 1",
+    "selfinstruct.prompt_max_len": ">= 1",
+    "selfinstruct.rouge_threshold": "[0, 1]",
+    "selfinstruct.min_words": ">= 0",
+    "selfinstruct.max_words": ">= 1",
+    "reward.difficulty_low": "[0, 1]",
+    "reward.difficulty_high": "[0, 1]",
+    "reward.timeout_s": "> 0",
+    "reward.num_workers": ">= 0",  # 0 or 1: in the trainer's process
+    "algo.gamma": "[0, 1]",
+    "algo.kl_coef": ">= 0",
+    "algo.eps_clip_low": "[0, 1)",
+    "algo.eps_clip_high": ">= 0",
+    "algo.reward_clip": ">= 0",  # 0: no clip
+    "train.rollout_batch_size": ">= 1",
+    "train.train_batch_size": ">= 1",
+    "train.micro_train_batch_size": ">= 1",
+    "train.max_epochs": ">= 1",
+    "train.learning_rate": ">= 0",
+    "train.lr_warmup_ratio": "[0, 1]",
+    "train.min_lr_ratio": "[0, 1]",
+    "train.adam_betas": "[0, 1)",  # each of the two
+    "train.weight_decay": ">= 0",
+    "train.max_grad_norm": ">= 0",  # 0: no clipping
+    "train.instructions_per_iteration": ">= 1",
+    "train.num_iterations": ">= 1",
+    "train.max_steps": ">= 1",
+    "train.max_attempts_per_step": ">= 1",
+    "train.seed": ">= 0",
+    "train.save_every": ">= 0",  # 0: at iteration ends only
+    "train.keep_checkpoints": ">= 1",
+    "eval.every": ">= 0",  # 0: at iteration ends only
+    "eval.max_samples": ">= 1",
+    "eval.max_new_tokens": ">= 1",
+    "log.rollout_keep_every": ">= 1",
+}
+# (smaller, larger): the first may not exceed the second
+ORDERED = [
+    ("reward.difficulty_low", "reward.difficulty_high"),
+    ("selfinstruct.min_words", "selfinstruct.max_words"),
+    ("selfinstruct.max_generated_shots", "selfinstruct.few_shot"),
+    ("train.micro_train_batch_size", "train.train_batch_size"),
+]
+
+
+def _in_range(value: float, valid: str) -> bool:
+    for option in valid.split(" or "):
+        if option.startswith(">"):
+            op, bound = option.split()
+            if value > float(bound) or (op == ">=" and value == float(bound)):
+                return True
+        elif option.startswith(("[", "(")):
+            low, high = (float(bound) for bound in option[1:-1].split(","))
+            above = value >= low if option[0] == "[" else value > low
+            below = value <= high if option[-1] == "]" else value < high
+            if above and below:
+                return True
+        elif value == float(option):
+            return True
+    return False
+
+
+def _check_ranges(cfg: SerlConfig) -> None:
+    for key, valid in RANGES.items():
+        holder, name = _holder(cfg, key)
+        value = getattr(holder, name)
+        if value is None:
+            continue  # its annotation allows None: the values were type-checked on the way in
+        for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if not (math.isfinite(item) and _in_range(item, valid)):
+                where = key if index is None else f"{key}[{index}]"
+                nullable = type(None) in typing.get_args(_field_types(type(holder))[name])
+                raise ConfigError(f"{where}={item!r} is out of range; valid: {valid}{' or null' if nullable else ''}")
+    for smaller, larger in ORDERED:
+        low, high = (getattr(*_holder(cfg, key)) for key in (smaller, larger))
+        if low > high:
+            raise ConfigError(f"{smaller}={low!r} must not exceed {larger}={high!r}")
+
+
+def _holder(cfg: SerlConfig, key: str) -> tuple[Any, str]:
+    """The dataclass that holds dotted KEY's field, and the field's name."""
+    *path, name = key.split(".")
+    node: Any = cfg
+    for part in path:
+        node = getattr(node, part)
+    return node, name
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Conversion between nested dicts and dataclasses, with key suggestions and type checks.
 
@@ -314,19 +427,14 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
 
 
 def validate(cfg: SerlConfig) -> SerlConfig:
-    """Checks across fields (each field's type and choices are checked as it is read)."""
-    if not 0.0 <= cfg.reward.difficulty_low <= cfg.reward.difficulty_high <= 1.0:
-        raise ConfigError("reward.difficulty_low/high: need 0 <= low <= high <= 1")
-    if cfg.rollout.n_samples_per_prompt < 1:
-        raise ConfigError("rollout.n_samples_per_prompt: must be >= 1")
-    if cfg.algo.kl_coef < 0:
-        raise ConfigError(f"algo.kl_coef: must be >= 0, got {cfg.algo.kl_coef}")
+    """Checks across fields (each field's type and choices are checked as it is read; ranges in `RANGES`)."""
+    _check_ranges(cfg)
     if cfg.algo.advantage_estimator in GROUPED_ESTIMATORS and cfg.rollout.n_samples_per_prompt < 2:
         raise ConfigError(f"algo.advantage_estimator={cfg.algo.advantage_estimator} needs n_samples_per_prompt >= 2")
     if cfg.train.train_batch_size % cfg.train.micro_train_batch_size:
         raise ConfigError("train.train_batch_size must be a multiple of train.micro_train_batch_size")
-    if cfg.selfinstruct.max_generated_shots > cfg.selfinstruct.few_shot:
-        raise ConfigError("selfinstruct.max_generated_shots cannot exceed selfinstruct.few_shot")
+    if len(cfg.train.adam_betas) != 2:
+        raise ConfigError(f"train.adam_betas={cfg.train.adam_betas!r}: expected two numbers, [beta1, beta2]")
     return cfg
 
 
