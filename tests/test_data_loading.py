@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,42 @@ def test_bad_arguments_and_unknown_embedded_name(tmp_path: Path) -> None:
 def test_hub_name_without_datasets_installed_says_what_to_install() -> None:
     message = data_error("openai/gsm8k:main:test: not a local file", "openai/gsm8k:main:test")
     assert "pip install 'serl-rl[hub]'" in message
+
+
+# --- hostile text ------------------------------------------------------------------------------------------------
+
+
+def test_a_lone_surrogate_is_an_error_naming_file_line_and_field(tmp_path: Path) -> None:
+    # json.dumps writes "\ud800" as an escape; json.loads gives back a str that no tokenizer or UTF-8 file takes
+    path = write_jsonl(tmp_path / "s.jsonl", {"problem": "1+1?", "answer": "2"}, {"problem": "What is \ud800?"})
+    message = data_error(f"{path}:2:", path)
+    assert message == f"{path}:2: 'problem' is not valid Unicode text (a lone surrogate, '\\ud800', at character 9)"
+    wrapped = tmp_path / "s.json"
+    wrapped.write_text(json.dumps({"data": [{"problem": "ok", "answer": "2", "meta": {"notes": ["", "\udfff"]}}]}))
+    message = data_error(f"{wrapped} record 0:", wrapped, label_key="answer")
+    assert message.endswith("'meta.notes[1]' is not valid Unicode text (a lone surrogate, '\\udfff', at character 1)")
+
+
+def test_a_record_longer_than_max_chars_is_an_error_and_is_not_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as handle:  # one 50 MB line, then a normal one
+        handle.write('{"problem": "' + "x" * (50 << 20) + '"}\n{"problem": "1+1?"}\n')
+    tracemalloc.start()
+    message = data_error(f"{path}:1:", path, max_samples=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert message == f"{path}:1: record longer than max_chars=100000 characters"
+    assert peak < 2 << 20, f"{peak / 2**20:.1f} MiB held while reading one line"
+    # the limit counts characters, not bytes: 3-byte characters up to the limit pass, one more does not
+    line = {"problem": "\u2211" * 40}
+    at_limit = len(json.dumps(line, ensure_ascii=False))
+    fits = tmp_path / "fits.jsonl"
+    fits.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_problems(fits, max_chars=at_limit)[0].prompt == "\u2211" * 40
+    assert data_error(f"{fits}:1:", fits, max_chars=at_limit - 1).endswith(f"max_chars={at_limit - 1} characters")
+    whole = tmp_path / "big.json"  # a JSON array is parsed whole anyway; each record is still held to the limit
+    whole.write_text(json.dumps([{"problem": "1+1?"}, {"problem": "y" * 200}]))
+    assert (
+        data_error(f"{whole} record 1:", whole, max_chars=100)
+        == f"{whole} record 1: record longer than max_chars=100 characters"
+    )

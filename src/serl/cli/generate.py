@@ -85,7 +85,7 @@ def _load(cfg: Any, device: str | None, run_dir: Path | None, console: Any) -> t
     from serl.selfinstruct import Pools, load_instruction, rebuild_pools
 
     load_instruction(cfg.selfinstruct.prompt_file)  # a bad prompt file fails before the model loads
-    seed_texts = [p.prompt for p in load_problems(cfg.data.seed_path, cfg.data.input_key)]
+    seed_texts = [p.prompt for p in load_problems(cfg.data.seed_path, cfg.data.input_key, max_chars=cfg.data.max_chars)]
     pools = rebuild_pools(run_dir, seed_texts) if run_dir else Pools(seeds=seed_texts)
     if pools.torn_lines:
         console.print(f"[yellow]ignored {pools.torn_lines} torn line(s) in {run_dir}/instructions[/]")

@@ -1,7 +1,9 @@
 """Load a problem set from JSONL, JSON, parquet, a Hugging Face dataset or the embedded generator as `Problem`s.
 
 Every failure is a one-line `DataError` that says where: ``file.jsonl:12`` (line number) for JSONL,
-``file.json record 3`` (0-based) for JSON and parquet, ``org/name:split row 3`` for a hub dataset.
+``file.json record 3`` (0-based) for JSON and parquet, ``org/name:split row 3`` for a hub dataset. That includes text
+no tokenizer or UTF-8 file takes (a lone surrogate such as ``"\\ud800"``) and a record longer than `max_chars`, which
+in JSONL is found without reading the line any further.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SOURCE_HELP = (
     + ", or a Hugging Face dataset 'org/name', 'org/name:split' or 'org/name:config:split'"
 )
 _HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+){0,2}")
+MAX_CHARS = 100_000  # longest record by default (config: data.max_chars); real problems are a few thousand at most
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ def load_problems(
     *,
     max_samples: int | None = None,
     id_key: str | None = None,
+    max_chars: int = MAX_CHARS,
 ) -> list[Problem]:
     """Read problems in file order.
 
@@ -58,6 +62,7 @@ def load_problems(
     max_samples: keep only the first N records (the rest of the file is not read).
     id_key: the id field; by default the first of idx/id/unique_id/question_id that every record has with unique
       values, else the line number (JSONL) or record index.
+    max_chars: the longest record accepted, in characters (a JSONL line, or a record's JSON text in other formats).
     Embedded datasets ('embedded:arithmetic', 'embedded:arithmetic-test') ignore the keys and always carry labels.
     The remaining fields of each record go to `meta`.
     """
@@ -69,7 +74,7 @@ def load_problems(
     source = os.fspath(path_or_name)
     if source.startswith("embedded:"):
         return _load_embedded(source.removeprefix("embedded:"))[:max_samples]
-    rows = list(islice(_read_rows(source), max_samples))
+    rows = list(islice(_read_rows(source, max_chars), max_samples))
     if not rows:
         raise DataError(f"{source}: empty dataset (no records)")
     used_id_key = _choose_id_key(rows, id_key)
@@ -84,39 +89,54 @@ def _load_embedded(name: str) -> list[Problem]:
     return generate_arithmetic(size, seed=0, split=split, level=level)
 
 
-def _read_rows(source: str) -> Iterator[_Row]:
+def _read_rows(source: str, max_chars: int) -> Iterator[_Row]:
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if path.is_file():
-        readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
-        if suffix not in readers:
-            raise DataError(f"{path}: unsupported file type {suffix or '(no extension)'}; {SOURCE_HELP}")
-        return readers[suffix](path)
+        if suffix == ".jsonl":
+            return _read_jsonl(path, max_chars)
+        if suffix == ".json":
+            return _limited(_read_json(path, max_chars), max_chars)
+        if suffix == ".parquet":
+            return _limited(_read_parquet(path), max_chars)
+        raise DataError(f"{path}: unsupported file type {suffix or '(no extension)'}; {SOURCE_HELP}")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a data file; {SOURCE_HELP}")
     looks_like_file = suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/", "~"))
     if looks_like_file or not _HUB_NAME.fullmatch(source):
         raise DataError(f"{path}: file not found; {SOURCE_HELP}")
-    return _read_hub(source)
+    return _limited(_read_hub(source), max_chars)
 
 
-def _read_jsonl(path: Path) -> Iterator[_Row]:
+def _read_jsonl(path: Path, max_chars: int) -> Iterator[_Row]:
+    # max_chars characters take at most 4 bytes each in UTF-8: a line not ended within that many is too long
+    limit = 4 * max_chars + 2
     with _open(path) as lines:
-        for number, raw in enumerate(lines, 1):
-            if not raw.strip():
-                continue
+        for number, raw in enumerate(iter(lambda: lines.readline(limit), b""), 1):
             where = f"{path}:{number}"
-            yield _Row(where, number, _object(_parse_json(raw, where), where))
+            unfinished = len(raw) == limit and not raw.endswith(b"\n")
+            if unfinished or (len(raw) > max_chars and len(raw.decode("utf-8", "replace").rstrip("\r\n")) > max_chars):
+                raise DataError(f"{where}: record longer than max_chars={max_chars} characters")
+            if raw.strip():
+                yield _Row(where, number, _object(_parse_json(raw, where), where))
 
 
-def _read_json(path: Path) -> Iterator[_Row]:
+def _limited(rows: Iterator[_Row], max_chars: int) -> Iterator[_Row]:
+    """Rows of a format read whole (JSON, parquet, hub), each checked against max_chars as JSON text."""
+    for row in rows:
+        if len(json.dumps(row.record, ensure_ascii=False, default=str)) > max_chars:
+            raise DataError(f"{row.where}: record longer than max_chars={max_chars} characters")
+        yield row
+
+
+def _read_json(path: Path, max_chars: int) -> Iterator[_Row]:
     with _open(path) as file:
         raw = file.read()
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # one object after another: JSON Lines saved under a .json name
-            yield from _read_jsonl(path)
+            yield from _read_jsonl(path, max_chars)
             return
         raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno}") from None
     except UnicodeDecodeError as exc:
@@ -213,6 +233,7 @@ def _first_duplicate(rows: list[_Row], key: str) -> str | None:
 
 def _to_problem(row: _Row, input_keys: list[str], label_key: str | None, id_key: str | None) -> Problem:
     record = row.record
+    _check_unicode(record, row.where)
     prompt_key = next((key for key in input_keys if key in record), None)
     if prompt_key is None:
         wanted = " or ".join(repr(key) for key in input_keys)
@@ -230,6 +251,24 @@ def _to_problem(row: _Row, input_keys: list[str], label_key: str | None, id_key:
     problem_id = str(record[id_key]) if id_key is not None else str(row.position)
     meta = {key: value for key, value in record.items() if key not in (prompt_key, label_key, id_key)}
     return Problem(problem_id, prompt, label, meta)
+
+
+def _check_unicode(value: Any, where: str, key: str = "") -> None:
+    """JSON can spell lone surrogates ("\\ud800"), which are not text: tokenizers and UTF-8 writers reject them."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = ascii(value[exc.start])
+            raise DataError(
+                f"{where}: {key!r} is not valid Unicode text (a lone surrogate, {char}, at character {exc.start + 1})"
+            ) from None
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_unicode(item, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_unicode(item, where, f"{key}[{index}]")
 
 
 def _label_text(value: Any, label_key: str, where: str) -> str:

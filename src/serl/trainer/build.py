@@ -63,7 +63,8 @@ def build_parts(cfg: SerlConfig, run_dir: Path, logger: Any, accelerator: Any | 
         )
     reference = None if lora else load_reference(cfg, device)  # LoRA: the base, adapter disabled
     engine = make_rollout_engine(cfg, model, tokenizer, accelerator=accelerator)
-    seeds = load_problems(cfg.data.seed_path, cfg.data.input_key, cfg.data.label_key, max_samples=cfg.data.max_samples)
+    d = cfg.data
+    seeds = load_problems(d.seed_path, d.input_key, d.label_key, max_samples=d.max_samples, max_chars=d.max_chars)
     eval_sets, canary = load_eval_sets(cfg)
     source: ProblemSource
     if cfg.train.mode == "serl":
@@ -75,9 +76,10 @@ def build_parts(cfg: SerlConfig, run_dir: Path, logger: Any, accelerator: Any | 
         source = InstructionSource(cfg, seeds, tokenizer, engine, source_dir, logger, held_out=held_out)
     else:
         train = seeds
-        if cfg.data.train_path:
-            d = cfg.data
-            train = load_problems(d.train_path, d.input_key, d.label_key, max_samples=d.max_samples)
+        if d.train_path:
+            train = load_problems(
+                d.train_path, d.input_key, d.label_key, max_samples=d.max_samples, max_chars=d.max_chars
+            )
         source = DatasetSource(train, cfg.train.seed)
     evaluate = None
     if eval_sets or canary:
