@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +32,28 @@ def copy_run() -> Callable[..., None]:
         shutil.copytree(source, target, ignore=ignore, copy_function=_link_large_files)
 
     return copy
+
+
+@contextmanager
+def _tmpfs(path: Path, size: int) -> Iterator[Callable[[int], None] | None]:
+    """Mount a tmpfs of SIZE bytes at PATH and yield resize(bytes); None where no tmpfs can be mounted (not root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        yield None
+        return
+
+    def resize(new_size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new_size}", str(path)], check=True)
+
+    try:
+        yield resize
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture(scope="session")
+def tmpfs() -> Callable[..., Any]:
+    """`with tmpfs(path, size) as resize:` puts a small real filesystem at PATH, to fill a disk for real; `resize` is
+    None where mounting is not allowed (the caller skips)."""
+    return _tmpfs

@@ -80,7 +80,10 @@ def test_dotted_overrides_parse_yaml_values() -> None:
         ("algo.advantage_estimator=ppo", "is not one of"),
         ("train.max_epochs=1.5", "expected an integer"),
         ("nonsense", "must look like section.key=value"),
-        ("algo.kl_coef=-0.001", "algo.kl_coef=-0.001 is out of range; valid: >= 0"),  # a negative coefficient would reward drifting away
+        (
+            "algo.kl_coef=-0.001",
+            "algo.kl_coef=-0.001 is out of range; valid: >= 0",
+        ),  # a negative coefficient would reward drifting away
         ("rollout.dtype=bf16", "rollout.dtype: 'bf16' is not one of float32, bfloat16, float16"),
         ("algo.loss_agg=sum", "algo.loss_agg: 'sum' is not one of"),
     ],

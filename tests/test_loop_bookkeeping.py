@@ -22,6 +22,7 @@ from serl.reward.scorer import Scores
 from serl.rollout.base import Completion
 from serl.rundir import RunDir
 from serl.trainer.build import TrainingParts, make_policy_trainer, optimizer_steps_per_iteration
+from serl.trainer.checkpoint import find_resumable
 from serl.trainer.logger import RunLogger
 from serl.trainer.loop import SerlTrainer
 from serl.trainer.sources import DatasetSource, StalledError
@@ -229,7 +230,7 @@ def test_the_attempt_cap_stops_with_a_saved_state_that_resumes(tmp_path: Path, t
 
     # resumed with a kinder scorer: the saved group counts (same step, so it never expires) and one more is needed
     resumed = make_trainer(tmp_path, tokenizer, [[True, False]])
-    assert resumed.resume()
+    resumed.resume(find_resumable(resumed.run.checkpoints, resumed.STATE_ENTRIES))
     assert [g.problem for g in resumed.carried] == [saved] and resumed.carried[0].passed_at_step == 1
     metrics = resumed.train_step()
     assert metrics["attempts"] == 1 and resumed.trained[0][0] == saved.text
@@ -248,7 +249,7 @@ def test_resume_restores_the_bookkeeping_and_cuts_files_back(tmp_path: Path, tok
     with open(RunDir(run_dir).metrics, "a") as handle:
         handle.write('{"step": 3, "torn": tr')
     resumed = make_trainer(run_dir, tokenizer, script[3:], ["train.carryover=keep"])
-    assert resumed.resume()
+    resumed.resume(find_resumable(resumed.run.checkpoints, resumed.STATE_ENTRIES))
     assert (resumed.step, resumed.iteration, resumed.step_in_iteration) == (2, 1, 2)
     assert resumed.source.state_dict() == first.source.state_dict()
     assert [g.problem for g in resumed.carried] == [g.problem for g in first.carried] and resumed.carried

@@ -63,9 +63,13 @@ def test_concat_refuses_mixed_experiences():
         Experience.concat([make_experience([1, 2], 0.0), make_experience([1, 2], 0.0, whiten_pending=True)])
 
 
-def test_experience_survives_torch_save(tmp_path):
-    # the training loop checkpoints leftover passing groups with torch.save
+def test_experience_survives_a_checkpoint(tmp_path):
+    from serl.trainer.checkpoint import load_checkpoint, save_checkpoint
+
+    # the training loop checkpoints leftover passing groups: tensors to safetensors, token ids to JSON, no pickle
     exp = make_experience([1, 3], offset=1.0)
-    torch.save(exp, tmp_path / "exp.pt")
-    loaded = torch.load(tmp_path / "exp.pt", weights_only=False)
-    assert loaded.response_ids == exp.response_ids and torch.equal(loaded.advantages, exp.advantages)
+    path = save_checkpoint(tmp_path, 1, {}, {"carried": [exp.to_state()]}, keep=1)
+    loaded = Experience.from_state(load_checkpoint(path)[1]["carried"][0])
+    assert loaded.response_ids == exp.response_ids and loaded.ref_logprobs is None
+    assert all(torch.equal(getattr(loaded, k), getattr(exp, k)) for k in ("action_mask", "old_logprobs", "advantages"))
+    assert loaded.action_mask.dtype == torch.bool and loaded.group_size == 2

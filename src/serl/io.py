@@ -13,20 +13,38 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+class WriteError(OSError):
+    """A write that failed (most often a full disk), naming the file; a bare OSError from write() names none.
+
+    `hint` is for whoever knows what to do next (the trainer adds how to resume)."""
+
+    def __init__(self, errno: int | None = None, strerror: str = "", filename: str = "", hint: str = ""):
+        super().__init__(errno, strerror, filename)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.filename}: cannot write ({self.strerror})"
+        return f"{text}; {self.hint}" if self.hint else text
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside PATH, fsync, then rename over PATH: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise WriteError(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -59,11 +77,14 @@ def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]], fsync: boo
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(lines)
-        handle.flush()
-        if fsync:
-            os.fsync(handle.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+    except OSError as err:  # a part of the lines may be written: a torn last line, as after a crash
+        raise WriteError(err.errno, err.strerror, str(path)) from err
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:

@@ -42,6 +42,7 @@ def train(
     if json_log:
         cfg.log.console = "json"
 
+    from serl.io import WriteError
     from serl.trainer import run_training
 
     try:
@@ -49,6 +50,9 @@ def train(
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
+    except WriteError as err:  # a full disk: the message names the file and how to resume
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
     if report and os.environ.get("RANK", "0") == "0":  # under accelerate launch, rank 0 alone writes it
         from serl.report import write_report
 

@@ -29,14 +29,7 @@ from serl.selfinstruct.difficulty import group_difficulty, passes_difficulty
 from serl.trainer.batch import PassedGroup, StepStats
 from serl.trainer.build import TrainingParts
 from serl.trainer.canary import CanaryGuard
-from serl.trainer.checkpoint import (
-    capture_rng,
-    export_hf,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from serl.trainer.checkpoint import capture_rng, export_hf, load_checkpoint, restore_rng, save_checkpoint
 from serl.trainer.distributed import mirror_instructions
 from serl.trainer.sources import CanaryStop, Fate, RolloutProblem, StalledError
 
@@ -110,8 +103,7 @@ class SerlTrainer:
             model_state = full_state_dict(self.accelerator, self.policy.model, self.model)
             save_checkpoint(self.run.canary_best, self.step, model_state, {"policy": self.policy.state_dict()}, 1)
         if verdict == "act" and rollback:
-            path = latest_checkpoint(self.run.canary_best)
-            model_state, state = load_checkpoint(path)
+            model_state, state = load_checkpoint(self.run.canary_best / f"step_{self.guard.best_step:06d}")
             load_full_state_dict(self.policy.model, self.model, model_state)
             self.policy.load_state_dict(state["policy"])
             self.sync_weights()
@@ -304,6 +296,19 @@ class SerlTrainer:
     def close(self) -> None:
         self.source.close()
 
+    # what `save` writes: a resume needs every entry
+    STATE_ENTRIES = (
+        "step",
+        "iteration",
+        "step_in_iteration",
+        "policy",
+        "source",
+        "carried",
+        "canary",
+        "rng",
+        "file_sizes",
+    )
+
     def save(self) -> Path:
         """A resumable checkpoint, written by rank 0: unwrapped weights and state that no world size is baked into."""
         self.logger.phase("save", f"step {self.step}")
@@ -336,11 +341,13 @@ class SerlTrainer:
         torch.save(value, self.run.debug / name)
         flush_and_uncache(self.run.debug / name)
 
-    def resume(self) -> bool:
-        """Restore the latest checkpoint; cut append-only outputs back to what it had seen. False if none exists."""
-        path = latest_checkpoint(self.run.checkpoints)
+    def resume(self, path: Path | None) -> None:
+        """Restore the checkpoint at PATH (see `checkpoint.find_resumable`) and cut append-only outputs back to what
+        it had seen; with None (stopped before the first checkpoint) drop them all and start at step 0."""
         if path is None:
-            return False
+            self._cut_outputs_back({})
+            self.source.load_state_dict(self.source.state_dict())  # rebuilt from the emptied instruction log
+            return
         model_state, state = load_checkpoint(path)
         if self.policy.uses_deepspeed or state["policy"].get("deepspeed"):
             raise NotImplementedError(
@@ -349,7 +356,18 @@ class SerlTrainer:
                 "FSDP, DDP or one process, whose checkpoints resume on any world size"
             )
         load_full_state_dict(self.policy.model, self.model, model_state)
-        known = state["file_sizes"]
+        self._cut_outputs_back(state["file_sizes"])
+        self.step, self.iteration = state["step"], state["iteration"]
+        self.step_in_iteration = state["step_in_iteration"]
+        self.policy.load_state_dict(state["policy"])
+        self.source.load_state_dict(state["source"])
+        self.carried = [PassedGroup.from_state(group) for group in state["carried"]]
+        self.guard.load_state_dict(state["canary"])
+        restore_rng(state["rng"])
+        self.sync_weights()
+        self.logger.info(f"resumed from {path.name}: step {self.step}, iteration {self.iteration}")
+
+    def _cut_outputs_back(self, known: dict[str, int]) -> None:
         for file in self.run.append_only_files() if self.is_main else []:
             rel = str(file.relative_to(self.run_dir))
             if rel in known:
@@ -359,17 +377,6 @@ class SerlTrainer:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()  # rank 0 has cut the files back
             mirror_instructions(self.run_dir, self.parallel.rank)
-        self.step, self.iteration = state["step"], state["iteration"]
-        self.step_in_iteration = state["step_in_iteration"]
-        self.policy.load_state_dict(state["policy"])
-        self.source.load_state_dict(state["source"])
-        self.carried = [PassedGroup.from_state(group) for group in state["carried"]]
-        self.guard.load_state_dict(state.get("canary", {}))
-        if "rng" in state:  # absent in checkpoints written before it was saved
-            restore_rng(state["rng"])
-        self.sync_weights()
-        self.logger.info(f"resumed from {path.name}: step {self.step}, iteration {self.iteration}")
-        return True
 
 
 def prepare_run_dir(cfg: SerlConfig, run_dir: Path | None, resume: bool) -> Path:
