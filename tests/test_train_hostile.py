@@ -237,3 +237,34 @@ def test_resume_refuses_a_checkpoint_it_cannot_trust_and_runs_nothing(stopped_ru
     )
     assert not marker.exists()  # the pickle never ran
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before  # and the run was left as it was
+
+
+def test_resume_before_the_first_checkpoint_starts_over_and_leaves_no_stale_record(stopped_run, tmp_path, copy_run):
+    run_dir = _damaged_copy(stopped_run, tmp_path, copy_run)
+    shutil.rmtree(run_dir / "checkpoints")  # as if stopped during step 1 of a run that saves every 50 steps
+    outcome = _run(_train("--resume", str(run_dir), "--set=train.max_steps=1"))
+    assert outcome["code"] == 0, outcome["stderr"][-3000:]
+    warning = (
+        f"WARNING serl: no checkpoint in {run_dir}/checkpoints: starting over from step 0 (the interrupted "
+        "attempt's metrics, rollouts and instruction log are cleared)"
+    )
+    assert warning in outcome["stderr"].splitlines()
+
+    def comparable(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(path)[0]]
+
+    original = stopped_run["run_dir"]
+    assert comparable(run_dir / "metrics.jsonl") == comparable(original / "metrics.jsonl")[:1]  # step 1 replayed
+    assert sorted(p.name for p in (run_dir / "rollouts").iterdir()) == ["step_000001.jsonl"]
+    rollouts = Path("rollouts", "step_000001.jsonl")
+    assert comparable(run_dir / rollouts) == comparable(original / rollouts)
+
+
+def test_a_50_mb_line_in_the_training_data_stops_the_run_at_load_with_the_line_named(tmp_path) -> None:
+    data = tmp_path / "big.jsonl"
+    with open(data, "w") as handle:
+        handle.write('{"problem": "' + "x" * (50 << 20) + '", "answer": "1"}\n')
+    cmd = _train(*[f"--set={o}" for o in [*TINY, f"data.train_path={data}", "data.max_samples=1"]])
+    proc = subprocess.run([*cmd, "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"error: {data}:1: record longer than max_chars=100000 characters"
