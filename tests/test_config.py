@@ -222,9 +222,17 @@ RANGE_CASES = [
     ("train.seed", -1, ">= 0", 0),
     ("train.save_every", -1, ">= 0", 0),
     ("train.keep_checkpoints", 0, ">= 1", 1),
+    ("train.canary_patience", -1, ">= 0", 0),
+    ("train.canary_margin", 1.5, "[0, 1]", 0.0),
     ("eval.every", -1, ">= 0", 0),
     ("eval.max_samples", 0, ">= 1 or null", 1),
     ("eval.max_new_tokens", 0, ">= 1", 1),
+    ("eval.n_samples", -1, ">= 0", 0),
+    ("eval.sample_max_samples", 0, ">= 1 or null", 1),
+    ("eval.sample_temperature", 0.0, "> 0", 0.01),
+    ("eval.sample_top_p", 0.0, "(0, 1]", 1.0),
+    ("eval.canary_every", 0, ">= 1", 1),
+    ("eval.canary_max_samples", 0, ">= 1 or null", 1),
     ("log.rollout_keep_every", 0, ">= 1", 1),
 ]
 

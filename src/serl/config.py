@@ -277,9 +277,17 @@ RANGES: dict[str, str] = {
     "train.seed": ">= 0",
     "train.save_every": ">= 0",  # 0: at iteration ends only
     "train.keep_checkpoints": ">= 1",
+    "train.canary_patience": ">= 0",  # 0: the canary is watched, never acted on
+    "train.canary_margin": "[0, 1]",
     "eval.every": ">= 0",  # 0: at iteration ends only
     "eval.max_samples": ">= 1",
     "eval.max_new_tokens": ">= 1",
+    "eval.n_samples": ">= 0",  # 0 or 1: no sampled eval
+    "eval.sample_max_samples": ">= 1",
+    "eval.sample_temperature": "> 0",
+    "eval.sample_top_p": "(0, 1]",
+    "eval.canary_every": ">= 1",
+    "eval.canary_max_samples": ">= 1",
     "log.rollout_keep_every": ">= 1",
 }
 # (smaller, larger): the first may not exceed the second
