@@ -33,4 +33,4 @@ def test_state_round_trip_leaves_the_settings_to_the_config() -> None:
     other = CanaryGuard(patience=5, margin=0.2)
     other.load_state_dict(state)
     assert (other.patience, other.margin, other.best, other.below) == (5, 0.2, 0.4, 1)
-    assert guard.metrics(0.2) == {"pass@1": 0.2, "best": 0.4, "best_step": 4, "below_best": 1}
+    assert guard.metrics(0.2) == {"pass@1": 0.2, "best": 0.4, "best_step": 4, "below_best": 1, "rollbacks": 0}

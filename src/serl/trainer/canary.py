@@ -35,7 +35,13 @@ class CanaryGuard:
         self.rollbacks += 1
 
     def metrics(self, accuracy: float) -> dict[str, float]:
-        return {"pass@1": accuracy, "best": self.best, "best_step": self.best_step, "below_best": self.below}
+        return {
+            "pass@1": accuracy,
+            "best": self.best,
+            "best_step": self.best_step,
+            "below_best": self.below,
+            "rollbacks": self.rollbacks,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("patience", "margin")}

@@ -84,31 +84,26 @@ class TrainingEval:
         return float(metrics["pass@1"])
 
     def _greedy(self, problems: Sequence[Problem]) -> tuple[dict[str, Any], list[dict]]:
+        return self._generate(problems, n=1, temperature=0.0)
+
+    def _generate(self, problems: Sequence[Problem], **sampling: Any) -> tuple[dict[str, Any], list[dict]]:
+        """evaluate_math with the eval's prompt format and token budget, on the policy in eval mode."""
         from serl.evaluation import evaluate_math
 
         cfg = self.cfg
         self.model.eval()
         fmt = cfg.eval.prompt_format or cfg.rollout.prompt_format
         return evaluate_math(
-            self.engine, self.tokenizer, problems, fmt=fmt, n=1, temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens
+            self.engine, self.tokenizer, problems, fmt=fmt, max_new_tokens=cfg.eval.max_new_tokens, **sampling
         )
 
     def _sampled(self, problems: Sequence[Problem]) -> dict[str, float]:
         """mean@n, maj@n, pass@n of n samples per question, and the vote's health against the labels."""
-        from serl.evaluation import evaluate_math
         from serl.reward import batch_metrics, score_groups
 
         cfg, e = self.cfg, self.cfg.eval
-        metrics, records = evaluate_math(
-            self.engine,
-            self.tokenizer,
-            problems,
-            fmt=e.prompt_format or cfg.rollout.prompt_format,
-            n=e.n_samples,
-            temperature=e.sample_temperature,
-            top_p=e.sample_top_p,
-            max_new_tokens=e.max_new_tokens,
-            seed=cfg.train.seed,
+        metrics, records = self._generate(
+            problems, n=e.n_samples, temperature=e.sample_temperature, top_p=e.sample_top_p, seed=cfg.train.seed
         )
         out = {k: v for k, v in metrics.items() if k.startswith(("mean@", "maj@", "pass@")) and k != "pass@1"}
         r = cfg.reward

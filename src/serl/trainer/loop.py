@@ -113,7 +113,6 @@ class SerlTrainer:
                 f"weights of step {self.guard.best_step}"
             )
         metrics = {f"{names.CANARY}{k}": v for k, v in self.guard.metrics(accuracy).items()}
-        metrics[f"{names.CANARY}rollbacks"] = self.guard.rollbacks
         return metrics, verdict == "act" and not rollback
 
     def _finish_iteration_outputs(self) -> None:
