@@ -378,3 +378,33 @@ def test_prompt_sharing_gives_the_same_update(loss_agg):
         # token_mean_micro keeps the row shuffle (composition matters there), so it must match as well as the
         # whole-group micro-batches of token_mean_global do
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_the_output_projection_and_softmax_stay_fp32_under_autocast():
+    from serl.rl.logprobs import chunked_token_logprobs
+
+    torch.manual_seed(0)
+    hidden, weight, targets = torch.randn(6, 32).to(torch.bfloat16), torch.randn(64, 32), torch.arange(1, 7)
+    expected, _ = chunked_token_logprobs(hidden.float(), weight, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast, _ = chunked_token_logprobs(hidden, weight, targets)
+    assert under_autocast.dtype == torch.float32 and torch.equal(under_autocast, expected)
+
+
+def test_autocast_dtype_runs_the_update_in_bf16_with_nearly_the_same_gradient():
+    model = tiny_llama()
+    flat, logprobs = {}, {}
+    for dtype in (None, "bfloat16"):
+        trainer = make_trainer(copy.deepcopy(model), autocast_dtype=dtype)
+        grads = grads_at_step(trainer)
+        experience = trainer.make_experience(PROMPTS, RESPONSES, REWARDS, group_size=4)
+        trainer.train(experience)
+        flat[dtype] = torch.cat([g.flatten() for g in grads[0]])
+        logprobs[dtype] = experience.old_logprobs
+    assert all(g.dtype == torch.float32 for g in flat.values())  # fp32 master weights and gradients
+    assert not torch.equal(flat[None], flat["bfloat16"])  # the decoder did run in bf16
+    assert torch.nn.functional.cosine_similarity(flat[None], flat["bfloat16"], dim=0) > 0.99
+    assert logprobs["bfloat16"].dtype == torch.float32 and not torch.equal(logprobs[None], logprobs["bfloat16"])
+    assert torch.allclose(logprobs[None], logprobs["bfloat16"], atol=0.05)
+    with pytest.raises(ValueError, match="autocast dtype"):
+        make_trainer(tiny_llama(), autocast_dtype="int8")

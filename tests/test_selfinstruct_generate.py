@@ -200,3 +200,41 @@ def test_serl_train_and_serl_generate_run_the_same_round(tmp_path):
     logged = [read_jsonl(tmp_path / name / "instructions" / "iter_0001.jsonl")[0] for name in ("train", "gen")]
     # two prompts, the same two items each: the second copies are not novel
     assert logged[0] == logged[1] and [r["fate"] for r in logged[0]] == ["accepted"] * 2 + ["rejected:novelty"] * 2
+
+
+def test_with_the_examples_in_the_assistant_turn_the_first_item_is_the_reply_continuing_the_list(tmp_path):
+    """The reply continues the bare "4." that ends the listed examples: its first line is item 4, parsed with the
+    number put back; in the user turn the same unnumbered first line is text before the first item (dropped)."""
+    from serl.models import load_tokenizer
+    from serl.rollout.base import Completion
+    from serl.selfinstruct.novelty import NoveltyIndex
+    from serl.selfinstruct.rounds import generation_round
+
+    class ContinuingEngine:
+        def generate(self, prompts, params, n=1):
+            text = " A shop sells pencils at 3 dollars each. How much do 7 pencils cost?\n5. What is 15 percent of 80?"
+            return [Completion(i, 0, [1], [2], text, "eos") for i in range(len(prompts))]
+
+    accepted = {}
+    for turn in ("user", "assistant"):
+        cfg = load_config(
+            "cpu-demo", [*TINY, "selfinstruct.generation_batch_size=1", f"selfinstruct.examples_turn={turn}"]
+        )
+        records = generation_round(
+            ContinuingEngine(),
+            load_tokenizer(),
+            Pools(seeds=SEEDS),
+            NoveltyIndex(),
+            cfg.selfinstruct,
+            INSTRUCTION,
+            seed=0,
+            step=1,
+            attempt=1,
+            round_=1,
+        )
+        accepted[turn] = [r["text"] for r in records if r["fate"] == "accepted"]
+    assert accepted["user"] == ["What is 15 percent of 80?"]
+    assert accepted["assistant"] == [
+        "A shop sells pencils at 3 dollars each. How much do 7 pencils cost?",
+        "What is 15 percent of 80?",
+    ]

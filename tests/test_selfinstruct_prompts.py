@@ -124,3 +124,42 @@ def test_generation_sampling_defaults():
     params = generation_params(max_new_tokens=256, seed=3)
     assert (params.temperature, params.top_p, params.presence_penalty) == (0.8, 0.95, 2.0)
     assert params.max_new_tokens == 256 and params.seed == 3 and params.stop == ()
+
+
+def test_examples_in_the_assistant_turn_open_the_reply_and_the_response_continues_them(tokenizer):
+    prompt = build_generation_prompt(
+        tokenizer, SEEDS, KEPT, random.Random(0), instruction=INSTRUCTION, examples_turn="assistant"
+    )
+    lines = "".join(f"{i}. {normalize_example(e)}\n" for i, e in enumerate(prompt.examples, 1))
+    assert prompt.text == (
+        "<|im_start|>system\nYou write math problems.<|im_end|>\n<|im_start|>user\nWrite more problems:<|im_end|>\n"
+        f"<|im_start|>assistant\n{lines}9."
+    )
+    assert prompt.continues == "9."
+    user_turn = build_generation_prompt(tokenizer, SEEDS, KEPT, random.Random(0), instruction=INSTRUCTION)
+    assert user_turn.continues == "" and user_turn.examples == prompt.examples
+
+
+def test_examples_in_the_assistant_turn_without_a_template_and_over_budget(tokenizer):
+    prompt = build_generation_prompt(
+        None, SEEDS, [], random.Random(0), num_shots=2, instruction=INSTRUCTION, examples_turn="assistant"
+    )
+    a, b = prompt.examples
+    assert prompt.text == f"You write math problems.\nWrite more problems:\n1. {a}\n2. {b}\n3."
+    long_seed = "Consider the following long problem. " + " ".join(f"term{i}" for i in range(300))
+    fitted = build_generation_prompt(
+        tokenizer, [*SEEDS[:7], long_seed], [], random.Random(0), prompt_max_tokens=400, examples_turn="assistant"
+    )
+    assert fitted.dropped == 1 and fitted.continues == "8." and fitted.text.endswith("\n8.")
+    cut = build_generation_prompt(
+        tokenizer,
+        SEEDS,
+        [],
+        random.Random(0),
+        prompt_max_tokens=60,
+        overflow="truncate",
+        examples_turn="assistant",
+    )
+    assert len(cut.engine_input) == 60 and cut.continues == ""  # the tail with "9." is gone
+    with pytest.raises(ValueError, match="examples_turn"):
+        build_generation_prompt(None, SEEDS, [], random.Random(0), examples_turn="system")

@@ -21,9 +21,17 @@ import yaml
 # The Literal types of the named choices live with the code that branches on them; the loader checks values against
 # them (so each list of valid names exists once). These modules are torch-free: reading a config stays cheap.
 from serl.reward.choices import Extractor, GtMatch, MajorityMethod, NoMajority, RewardControl
-from serl.rl.choices import GROUPED_ESTIMATORS, Estimator, KLEstimator, LossAggregation, OptimizerName, WhitenScope
+from serl.rl.choices import (
+    GROUPED_ESTIMATORS,
+    AutocastDtype,
+    Estimator,
+    KLEstimator,
+    LossAggregation,
+    OptimizerName,
+    WhitenScope,
+)
 from serl.rollout.choices import ComputeDtype, EngineName, PromptFormat
-from serl.selfinstruct.choices import NoveltyScope, PromptOverflow
+from serl.selfinstruct.choices import ExamplesTurn, NoveltyScope, PromptOverflow
 from serl.trainer.choices import CanaryAction, Carryover, Console, TrainMode
 
 
@@ -96,6 +104,9 @@ class SelfInstructConfig:
     max_words: int = 150
     # JSON with "system" and "user", or a packaged prompt: question_generation (None, serl's) | reference (official)
     prompt_file: str | None = None
+    # user: the numbered examples end the user message, as the reference. assistant: they open the assistant's reply
+    # and the model continues the list; small models then write questions, not fragments (docs/benchmarks.md)
+    examples_turn: ExamplesTurn = "user"
     # the reference clears its batch buffer after every step: accepted problems not yet rolled out expire (logged)
     expire_pending: bool = False
     # generated problems whose ROUGE-L F against an evaluation question (eval.datasets, eval.canary) exceeds
@@ -164,6 +175,10 @@ class TrainConfig:
     # adamw (torch, fused where it can) | adamw_8bit (bitsandbytes, GPU only). Optimizer-state offload to CPU is a
     # DeepSpeed setting: launch with configs/accelerate/gpu_zero3_offload.yaml.
     optimizer: OptimizerName = "adamw"
+    # the update's forward passes (and the log-prob passes) under torch.autocast in this dtype over fp32 weights; the
+    # output projection and softmax stay fp32. For one process, e.g. a CPU with AVX512-BF16 (about 2x faster); under
+    # accelerate launch, set mixed_precision in its config instead. None: the weights' dtype
+    autocast_dtype: AutocastDtype | None = None
     # rows of a micro-batch that share a prompt (a group's samples) run it through the decoder once; same update.
     # Micro-batches then take whole groups where that cannot change the update (one step per epoch, loss_agg
     # not token_mean_micro). False: the padded [prompt | response] batch of every row, as before.

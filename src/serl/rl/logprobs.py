@@ -82,9 +82,12 @@ def chunked_token_logprobs(
     """log softmax(h·Wᵀ / T)[target] for hidden [N, H], weight [V, H], targets [N]; entropy [N] (no gradient) too."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 to define log-probs, got {temperature}")
-    logprobs, entropy = _ChunkedTokenLogProbs.apply(
-        hidden, weight, targets, float(temperature), int(chunk_tokens), with_entropy
-    )
+    # under autocast (train.autocast_dtype) the decoder's hidden states may be lower precision: the head and the
+    # softmax still run in the weight's dtype, and in backward, which runs outside autocast, the same way
+    with torch.autocast(hidden.device.type, enabled=False):
+        logprobs, entropy = _ChunkedTokenLogProbs.apply(
+            hidden.to(weight.dtype), weight, targets, float(temperature), int(chunk_tokens), with_entropy
+        )
     return logprobs, entropy if with_entropy else None
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from serl.parallel import Parallel
-from serl.rl.choices import ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, WHITEN_SCOPES, check_choice
+from serl.rl.choices import AUTOCAST_DTYPES, ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, WHITEN_SCOPES, check_choice
 from serl.rl.experience import Experience, assemble_experience, token_rows
 from serl.rl.kl import kl_estimate
 from serl.rl.logprobs import plain_output_weight, response_logprobs
@@ -91,6 +91,8 @@ class PolicyTrainer:
         check_choice(algo.kl_estimator, KL_ESTIMATORS, "kl estimator")
         check_choice(algo.loss_agg, LOSS_AGGREGATIONS, "loss aggregation")
         check_choice(algo.whiten_scope, WHITEN_SCOPES, "whiten_scope")
+        if train.autocast_dtype is not None:
+            check_choice(train.autocast_dtype, AUTOCAST_DTYPES, "autocast dtype")
         micro = train.micro_train_batch_size
         if micro < 1 or train.train_batch_size % micro:
             raise ValueError(
@@ -174,6 +176,13 @@ class PolicyTrainer:
             with self.reference_context():
                 yield self.model
 
+    def _autocast(self) -> AbstractContextManager:
+        """torch.autocast in `train.autocast_dtype` over the model's weights, or nothing."""
+        dtype = self.train_cfg.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
+
     def _forward_logprobs(
         self, model: nn.Module, prompts: list[list[int]], responses: list[list[int]], action_mask: torch.Tensor
     ) -> torch.Tensor:
@@ -188,13 +197,14 @@ class PolicyTrainer:
                     batch = build_sequences(
                         [prompts[i] for i in rows], [responses[i] for i in rows], pad_token_id=self.pad_token_id
                     ).to(self.device)
-                    logprobs, _ = response_logprobs(
-                        model,
-                        batch,
-                        temperature=self.temperature,
-                        chunk_tokens=self.logprob_chunk_tokens,
-                        through_forward=self.through_forward,
-                    )
+                    with self._autocast():
+                        logprobs, _ = response_logprobs(
+                            model,
+                            batch,
+                            temperature=self.temperature,
+                            chunk_tokens=self.logprob_chunk_tokens,
+                            through_forward=self.through_forward,
+                        )
                     if keep:
                         out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
         finally:
@@ -279,7 +289,8 @@ class PolicyTrainer:
         max_norm = clip if clip and clip > 0 else math.inf
 
         def loss_of(rows: list[int], counted: bool) -> torch.Tensor:
-            return self._micro_batch_loss(experience, advantages, rows, step_shape, totals if counted else {})
+            with self._autocast():  # the forward only: backward follows the dtypes it recorded
+                return self._micro_batch_loss(experience, advantages, rows, step_shape, totals if counted else {})
 
         grad_norm = self.parallel.backward_step(self.model, self.params, micro_batches, loss_of, max_norm)
         if torch.isfinite(grad_norm):

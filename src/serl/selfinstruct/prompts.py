@@ -2,9 +2,11 @@
 
 A prompt shows up to `max_generated` problems from the kept pool and seed problems for the remaining slots,
 shuffled and numbered, and ends with the next bare item number ("9."). It is rendered with the tokenizer's
-chat template. A prompt over the token budget drops whole examples, longest first, until it fits (`drop_examples`,
-the default), or is right-truncated to the budget as the reference does (`truncate`: the tail is lost, the
-assistant header with it).
+chat template, the numbered list in the user message (the reference) or, with `examples_turn="assistant"`, opening
+the assistant's reply, so that the model continues the list itself; its response then continues from "9.".
+A prompt over the token budget drops whole examples, longest first, until it fits (`drop_examples`, the default),
+or is right-truncated to the budget as the reference does (`truncate`: the tail is lost, the assistant header with
+it).
 
 Two instructions are packaged: `question_generation` (serl's wording, the default) and `reference` (the official
 prompt: user prefix "Come up with a series of questions:", serl-reference §1.2)."""
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from serl.rollout.base import SamplingParams
-from serl.selfinstruct.choices import PROMPT_OVERFLOWS, PromptOverflow
+from serl.selfinstruct.choices import EXAMPLES_TURNS, PROMPT_OVERFLOWS, ExamplesTurn, PromptOverflow
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -43,6 +45,7 @@ class GenerationPrompt:
     num_tokens: int | None  # rendered length in tokens; None without a tokenizer
     dropped: int  # examples removed to fit the token budget
     truncated_ids: list[int] | None = None  # overflow="truncate" over the budget: the text's first budget tokens
+    continues: str = ""  # what the response continues when the list opens the assistant's reply: the bare "9."
 
     @property
     def engine_input(self) -> str | list[int]:
@@ -103,19 +106,27 @@ def select_examples(
     return examples
 
 
-def render_prompt(tokenizer: Any, examples: Sequence[str], instruction: Instruction) -> str:
-    """The chat-rendered prompt: system message, then the user prefix, "1. ex" lines and the next bare
-    number."""
+def render_prompt(
+    tokenizer: Any, examples: Sequence[str], instruction: Instruction, examples_turn: ExamplesTurn = "user"
+) -> str:
+    """The chat-rendered prompt: system message, then the user prefix, "1. ex" lines and the next bare number; with
+    `examples_turn="assistant"` the user message is the prefix alone and the lines open the assistant's reply."""
+    if examples_turn not in EXAMPLES_TURNS:
+        raise ValueError(f"unknown examples_turn {examples_turn!r}; expected one of {', '.join(EXAMPLES_TURNS)}")
     numbered = "".join(f"{i}. {normalize_example(ex)}\n" for i, ex in enumerate(examples, 1))
-    user = f"{instruction.user}{numbered}{len(examples) + 1}."
+    listing = f"{numbered}{len(examples) + 1}."
+    in_reply = examples_turn == "assistant"
+    user = instruction.user.rstrip() if in_reply else f"{instruction.user}{listing}"
+    reply = listing if in_reply else ""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        return f"{instruction.system}\n{user}"  # the reference's fallback without a template
+        return f"{instruction.system}\n{user}" + (f"\n{reply}" if in_reply else "")  # the reference's fallback
     messages = [{"role": "system", "content": instruction.system}, {"role": "user", "content": user}]
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception:  # some templates reject a system turn: fold it into the user turn
         merged = [{"role": "user", "content": f"{instruction.system}\n\n{user}"}]
-        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        rendered = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+    return rendered + reply
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:
@@ -134,6 +145,7 @@ def build_generation_prompt(
     prompt_max_tokens: int | None = 1024,
     instruction: Instruction | None = None,
     overflow: PromptOverflow = "drop_examples",
+    examples_turn: ExamplesTurn = "user",
 ) -> GenerationPrompt:
     """Sample examples (see `select_examples`) and render them; over `prompt_max_tokens`, drop whole examples
     (`drop_examples`) or keep the first `prompt_max_tokens` tokens (`truncate`, the reference's
@@ -146,12 +158,14 @@ def build_generation_prompt(
         raise ValueError(f"unknown prompt overflow {overflow!r}; expected one of {', '.join(PROMPT_OVERFLOWS)}")
     instruction = instruction or load_instruction()
     examples = select_examples(seed_pool, kept_pool, rng, num_shots=num_shots, max_generated=max_generated)
-    text = render_prompt(tokenizer, examples, instruction)
+    text = render_prompt(tokenizer, examples, instruction, examples_turn)
+    continues = f"{len(examples) + 1}." if examples_turn == "assistant" else ""
     if tokenizer is None:
-        return GenerationPrompt(text, examples, None, 0)
+        return GenerationPrompt(text, examples, None, 0, continues=continues)
     num_tokens = count_tokens(tokenizer, text)
     if overflow == "truncate" and prompt_max_tokens is not None and num_tokens > prompt_max_tokens:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][:prompt_max_tokens]
+        # the lost tail held the bare next number, so the response continues no known text
         return GenerationPrompt(text, examples, prompt_max_tokens, 0, truncated_ids=list(ids))
     dropped = 0
     while prompt_max_tokens is not None and num_tokens > prompt_max_tokens:
@@ -163,9 +177,10 @@ def build_generation_prompt(
         longest = max(range(len(examples)), key=lambda i: (len(examples[i]), i))
         del examples[longest]
         dropped += 1
-        text = render_prompt(tokenizer, examples, instruction)
+        text = render_prompt(tokenizer, examples, instruction, examples_turn)
         num_tokens = count_tokens(tokenizer, text)
-    return GenerationPrompt(text, examples, num_tokens, dropped)
+    continues = f"{len(examples) + 1}." if examples_turn == "assistant" else ""
+    return GenerationPrompt(text, examples, num_tokens, dropped, continues=continues)
 
 
 def generation_params(

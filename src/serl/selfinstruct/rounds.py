@@ -49,7 +49,8 @@ def generation_round(
             prompt_max_tokens=si.prompt_max_len,
             instruction=instruction,
             overflow=si.prompt_overflow,
-        ).engine_input
+            examples_turn=si.examples_turn,
+        )
         for _ in range(si.generation_batch_size)
     ]
     params = generation_params(
@@ -59,9 +60,9 @@ def generation_round(
         presence_penalty=si.presence_penalty,
         seed=derive_seed(seed, "generate", step, attempt, round_),
     )
-    completions = engine.generate(prompts, params, n=1)
+    completions = engine.generate([p.engine_input for p in prompts], params, n=1)
     records = screen_responses(
-        [c.text for c in completions],
+        [p.continues + c.text for p, c in zip(prompts, completions, strict=True)],
         pools,
         index,
         step=step,
