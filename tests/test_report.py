@@ -52,6 +52,10 @@ def step_record(step: int) -> dict:
         "selfinstruct/rejected_novelty": 2,
         "selfinstruct/rejected_rule:length": 1,
         "selfinstruct/kept_pool": 2 * step,  # a pool size: the report shows the last one, never a sum
+        # 7 screened a step, one contaminated on even steps: pooled 5 / 70, not the sum or mean of the shares
+        "selfinstruct/screened": 7,
+        "selfinstruct/contaminated": int(step % 2 == 0),
+        "selfinstruct/contaminated_share": int(step % 2 == 0) / 7,
         "train/reward": 0.25 if step <= 5 else 0.75,  # mean 0.5
         "train/loss": 0.05 - 0.002 * step,
         "train/kl": 0.001 * step,
@@ -83,7 +87,7 @@ def step_record(step: int) -> dict:
 def instruction_events(step: int) -> list[str]:
     fates = ["accepted", "accepted", "rejected:rule:length", "rejected:novelty"]
     fates += ["kept", "rejected:difficulty", "trained"]
-    return fates + (["expired", "rejected:toxicity"] if step == 10 else [])
+    return fates + (["expired", "rejected:toxicity", "rejected:contamination"] if step == 10 else [])
 
 
 def write_run(run_dir: Path) -> Path:
@@ -136,7 +140,7 @@ def report_paths(run_dir: Path) -> dict[str, Path]:
 def test_load_run_ignores_torn_lines_nan_and_stray_files(run_dir: Path) -> None:
     run = load_run(run_dir)
     assert [r["step"] for r in run.steps] == list(range(1, 11))
-    assert len(run.instructions) == 5 * 7 + 5 * 7 + 2  # the torn iter_0002 line is dropped
+    assert len(run.instructions) == 5 * 7 + 5 * 7 + 3  # the torn iter_0002 line is dropped
     assert run.evals == {name: {s: EVAL_FILES[s][name] for s in EVAL_FILES} for name in ("gsm8k", "math500")}
     assert any("metrics.jsonl: ignored 1 torn" in note for note in run.notes)
     assert run.config["preset"] == "cpu-demo"
@@ -179,12 +183,15 @@ def test_summary_numbers_match_hand_computed(run_dir: Path) -> None:
         "rejected:novelty": 10,
         "rejected:difficulty": 10,
         "expired": 1,
+        "rejected:contamination": 1,
         "rejected:other": 1,
     }
     assert s["counts"]["filter/groups_kept"] == 38
     assert s["counts"]["selfinstruct/rejected_rule:length"] == 10
     assert s["mean_train_reward"] == pytest.approx(0.5)
     assert s["kept_pool"] == 20 and "selfinstruct/kept_pool" not in s["counts"]
+    assert s["contaminated_share"] == pytest.approx(5 / 70) and "selfinstruct/contaminated_share" not in s["counts"]
+    assert s["counts"]["selfinstruct/contaminated"] == 5
 
 
 def test_report_writes_plots_summary_and_html(run_dir: Path, report_paths: dict[str, Path]) -> None:

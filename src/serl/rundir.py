@@ -52,6 +52,7 @@ SELFINSTRUCT = "selfinstruct/"  # candidate fates of the step's generation round
 KEPT_POOL = "selfinstruct/kept_pool"  # a size, not a count
 CONTAMINATED = "selfinstruct/contaminated"  # candidates with ROUGE-L F > threshold against an evaluation question
 CONTAMINATED_SHARE = "selfinstruct/contaminated_share"  # of the candidates that passed the rules
+SCREENED = "selfinstruct/screened"  # candidates that passed the rules: the contamination check's denominator
 CANARY = "canary/"  # the labelled canary set of the collapse guard: pass@1, best, and the guard's actions
 EVAL = "eval/"
 TIME = "time/"

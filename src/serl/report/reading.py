@@ -185,7 +185,15 @@ def series(run: RunData, key: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in points], [v for _, v in points]
 
 
-KNOWN_FATES = ("accepted", "kept", "trained", "rejected:novelty", "rejected:difficulty", "expired")
+KNOWN_FATES = (
+    "accepted",
+    "kept",
+    "trained",
+    "rejected:novelty",
+    "rejected:contamination",
+    "rejected:difficulty",
+    "expired",
+)
 
 
 def fate_group(fate: Any, by_rule: bool = True) -> str:
@@ -221,7 +229,7 @@ def logged_keys(run: RunData, prefixes: tuple[str, ...]) -> set[str]:
 def count_keys(run: RunData) -> list[str]:
     """The per-step counters of the difficulty filter and of self-instruction, as logged."""
     counters = logged_keys(run, (names.FILTER_GROUPS, names.SELFINSTRUCT))
-    return sorted(counters - {names.KEPT_POOL})  # a size, not a count
+    return sorted(counters - {names.KEPT_POOL, names.CONTAMINATED_SHARE})  # a size and a ratio, not counts
 
 
 def time_keys(run: RunData) -> list[tuple[str, str]]:

@@ -55,12 +55,19 @@ def summarize(run: RunData) -> dict[str, Any]:
         "mean_train_reward": mean(series(run, names.TRAIN + "reward")[1]),
         "kept_pool": (series(run, names.KEPT_POOL)[1] or [None])[-1],
         "kept_ratio": kept_ratio,
+        "contaminated_share": _pooled(run, names.CONTAMINATED, names.SCREENED),
         "total_time_s": max(elapsed) if elapsed else (sum(series(run, names.STEP_TIME)[1]) or None),
         "time_by_phase_s": time_by_phase,
         "eval": evals,
         "fates": dict(sorted(fates.items(), key=fate_key)),
         "counts": {k: sum(series(run, k)[1]) for k in count_keys(run)},
     }
+
+
+def _pooled(run: RunData, part: str, whole: str) -> float | None:
+    """sum(part) / sum(whole) over the steps that logged both (None where nothing was logged)."""
+    pairs = [(r[part], r[whole]) for r in run.steps if finite(r.get(part)) is not None and finite(r.get(whole))]
+    return sum(p for p, _ in pairs) / sum(w for _, w in pairs) if pairs else None
 
 
 def _num(value: float | None, signed: bool = False) -> str:
@@ -107,6 +114,7 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
         ["mean train reward", _num(summary["mean_train_reward"])],
         ["kept ratio (kept / scored groups)", _num(summary["kept_ratio"])],
         ["generated problems in the kept pool (last step)", _count(summary["kept_pool"])],
+        ["contaminated share (ROUGE-L F > threshold vs an eval question)", _num(summary["contaminated_share"])],
         ["total time", _duration(summary["total_time_s"])],
     ]
     phase_seconds = summary["time_by_phase_s"]

@@ -114,6 +114,7 @@ class InstructionSource:
         }
         if self.held_out is not None:  # share of the candidates that passed the rules
             out[names.CONTAMINATED] = self.counts["contaminated"]
+            out[names.SCREENED] = self.counts["screened"]
             out[names.CONTAMINATED_SHARE] = self.counts["contaminated"] / max(1, self.counts["screened"])
         for fate, count in self.counts.items():
             if fate.startswith("rejected:rule:"):
