@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dist_worker import exit_without_teardown
 from serl.parallel import load_full_state_dict
 from serl.rl.optim import load_optimizer_state, make_optimizer, optimizer_state
 
@@ -75,7 +76,7 @@ def _worker(out: Path) -> None:
     after_resume = get_model_state_dict(resumed, options=gather)
     if rank == 0:
         torch.save({"after": after, "after_resume": after_resume}, out / "weights.pt")
-    dist.destroy_process_group()
+    exit_without_teardown(dist)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
