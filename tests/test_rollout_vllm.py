@@ -18,10 +18,13 @@ import pytest
 import torch
 from torch import nn
 
+from dist_worker import exit_without_teardown
 from serl.config import load_config
 from serl.parallel import full_parameters, gathered_state_dict, unwrapped_name
 from serl.rollout import engine_options, make_engine
 from serl.rollout.vllm import VLLMEngine
+
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # small batches, fp32 sampling
 
 
 def _model(seed: int = 0) -> nn.Sequential:
@@ -89,7 +92,7 @@ def _fsdp2_worker(out: Path) -> None:
     after_step = gathered_state_dict(model)
     if dist.get_rank() == 0:
         torch.save({"gathered": gathered, "streamed": streamed, "after_step": after_step}, out / "fsdp2.pt")
-    dist.destroy_process_group()
+    exit_without_teardown(dist)
 
 
 def _fsdp1_worker(out: Path) -> None:
@@ -106,7 +109,7 @@ def _fsdp1_worker(out: Path) -> None:
         model = FSDP(model, use_orig_params=use_orig_params)
         results[use_orig_params] = {k: v.cpu() for k, v in gathered_state_dict(model).items()}
     torch.save(results, out / "fsdp1.pt")
-    dist.destroy_process_group()
+    exit_without_teardown(dist)
 
 
 def _torchrun(mode: str, processes: int, out: Path) -> None:
@@ -139,11 +142,11 @@ def test_fsdp1_units_gather_to_the_full_state_dict(tmp_path: Path) -> None:
 
 
 def test_engine_options_carry_the_vllm_keys_and_one_engine_per_rank() -> None:
-    hf = load_config("cpu-demo", ["rollout.max_batch_size=8"]).rollout
+    hf = load_config(LOOP_PRESET, ["rollout.max_batch_size=8"]).rollout
     assert engine_options(hf, seed=3) == {"max_batch_size": 8, "dtype": None}  # HFEngine takes no vLLM keys
 
     overrides = ["rollout.engine=vllm", "rollout.vllm_gpu_memory_utilization=0.35", "rollout.vllm_enable_sleep=false"]
-    rollout = load_config("cpu-demo", overrides).rollout
+    rollout = load_config(LOOP_PRESET, overrides).rollout
     single = engine_options(rollout, seed=3)
     assert single["gpu_memory_utilization"] == 0.35 and single["enable_sleep"] is False and single["seed"] == 3
     assert "distributed_executor_backend" not in single
@@ -158,7 +161,7 @@ def test_the_trainer_builds_its_vllm_engine_with_the_config_keys(monkeypatch: py
 
     calls: list[tuple[str, Any, dict[str, Any]]] = []
     monkeypatch.setattr(serl.rollout, "make_engine", lambda kind, model, tok, **kw: calls.append((kind, model, kw)))
-    cfg = load_config("cpu-demo", ["rollout.engine=vllm", "rollout.vllm_gpu_memory_utilization=0.4"])
+    cfg = load_config(LOOP_PRESET, ["rollout.engine=vllm", "rollout.vllm_gpu_memory_utilization=0.4"])
     model = _model()
     make_rollout_engine(cfg, model, None, accelerator=None)
     ((kind, engine_model, options),) = calls
@@ -167,7 +170,7 @@ def test_the_trainer_builds_its_vllm_engine_with_the_config_keys(monkeypatch: py
     assert options["seed"] == cfg.train.seed
 
     calls.clear()
-    lora = load_config("cpu-demo", ["model.lora.rank=8"])  # the HF engine: its own options only
+    lora = load_config(LOOP_PRESET, ["model.lora.rank=8"])  # the HF engine: its own options only
     make_rollout_engine(lora, model, None, accelerator=None)
     assert calls == [("hf", model, {"max_batch_size": None, "dtype": None, "kv_cache": "dynamic"})]
 
