@@ -14,6 +14,8 @@ import pytest
 
 from serl.io import read_jsonl
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 pytestmark = pytest.mark.slow
 
 SABOTAGED = [
@@ -49,7 +51,18 @@ SABOTAGED = [
 
 
 def _train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "serl", "train", "--quiet", "--no-report", "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "serl",
+        "train",
+        "--quiet",
+        "--no-report",
+        "--preset",
+        LOOP_PRESET,
+        "--run-dir",
+        str(run_dir),
+    ]
     for item in [*SABOTAGED, *overrides]:
         cmd += ["--set", item]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)

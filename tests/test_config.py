@@ -3,20 +3,38 @@ and every numeric value is checked against its valid range before anything is lo
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 
 from serl.config import ConfigError, all_keys, dump_yaml, list_presets, load_config
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # small batches: the range table's good values fit
+
 
 def test_packaged_presets_all_resolve() -> None:
-    assert {"cpu-demo", "paper-llama32-3b", "paper-qwen25-7b"} <= set(list_presets())
+    assert {"cpu-demo", "cpu-learn", "paper-llama32-3b", "paper-qwen25-7b"} <= set(list_presets())
     for name in list_presets():
         assert load_config(name).preset == name
+
+
+def test_the_demo_is_cpu_learn_cut_short() -> None:
+    """`make demo` shows the measured configuration, only fewer steps and evaluations."""
+    demo, learn = (dataclasses.asdict(load_config(name)) for name in ("cpu-demo", "cpu-learn"))
+    changed = {
+        f"{section}.{key}"
+        for section in learn
+        if isinstance(learn[section], dict)
+        for key in learn[section]
+        if demo[section][key] != learn[section][key]
+    }
+    assert changed == {"train.instructions_per_iteration", "train.save_every", "eval.every"}
+    assert demo["train"]["instructions_per_iteration"] < learn["train"]["instructions_per_iteration"]
 
 
 def test_paper_llama_preset_carries_reference_values() -> None:
@@ -259,9 +277,9 @@ def test_every_numeric_key_has_a_range_case() -> None:
 def test_out_of_range_values_are_refused_with_the_key_and_the_valid_range(key, bad, valid, good) -> None:
     where, shown = (f"{key}[1]", bad[1]) if isinstance(bad, list) else (key, bad)
     with pytest.raises(ConfigError) as err:
-        load_config("cpu-demo", [f"{key}={bad}"])
+        load_config(LOOP_PRESET, [f"{key}={bad}"])
     assert str(err.value) == f"{where}={shown!r} is out of range; valid: {valid}"
-    load_config("cpu-demo", [f"{key}={good}"])
+    load_config(LOOP_PRESET, [f"{key}={good}"])
     if isinstance(good, float):  # no float may be NaN or infinite: a timeout of .inf is a hang
         for value in (".nan", ".inf"):
             with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=(nan|inf) is out of range; valid: "):

@@ -24,6 +24,8 @@ from serl.config import load_config
 from serl.io import read_jsonl
 from serl.trainer.checkpoint import load_checkpoint
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +65,7 @@ def _tiny(train_path: Path) -> list[str]:
 
 
 def _train_command(run_dir: Path, overrides: list[str]) -> list[str]:
-    cmd = ["-m", "serl", "train", "--json-log", "--no-report", "--preset", "cpu-demo", "--run-dir", str(run_dir)]
+    cmd = ["-m", "serl", "train", "--json-log", "--no-report", "--preset", LOOP_PRESET, "--run-dir", str(run_dir)]
     for override in overrides:
         cmd += ["--set", override]
     return cmd
@@ -114,7 +116,7 @@ def _single_process_trainer(overrides: list[str], model: torch.nn.Module):
     from serl.models import load_model
     from serl.trainer.build import make_policy_trainer, optimizer_steps_per_iteration
 
-    cfg = load_config("cpu-demo", overrides)
+    cfg = load_config(LOOP_PRESET, overrides)
     reference = load_model(cfg.model.policy).eval().requires_grad_(False)
     return make_policy_trainer(
         cfg, model, reference, pad_token_id=2, total_optimizer_steps=optimizer_steps_per_iteration(cfg)

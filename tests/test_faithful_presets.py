@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ import torch
 from serl.config import load_config
 from serl.io import read_jsonl
 from serl.rundir import RunDir
+
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 PAPER = ("paper-llama32-3b", "paper-qwen25-7b")
 SEEDS = [
@@ -141,7 +144,7 @@ def test_pending_problems_expire_after_each_step_as_the_reference_clears_its_buf
         "selfinstruct.few_shot=2",
         f"selfinstruct.expire_pending={expire}",
     ]
-    cfg = load_config("paper-llama32-3b" if expire else "cpu-demo", overrides)
+    cfg = load_config("paper-llama32-3b" if expire else LOOP_PRESET, overrides)
     assert cfg.selfinstruct.expire_pending is expire
     seeds = [Problem(id=str(i), prompt=text, label=None) for i, text in enumerate(SEEDS)]
     logger = RunLogger(tmp_path, "quiet", total_steps=0, tensorboard=False, wandb_cfg=None)

@@ -27,6 +27,8 @@ from serl.trainer.logger import RunLogger
 from serl.trainer.loop import SerlTrainer
 from serl.trainer.sources import DatasetSource, StalledError
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 N = 4  # responses per problem
 NEED = 2  # train.rollout_batch_size
 PASS, FAIL = [1.0, 0.0, 0.0, 0.0], [0.0] * N  # mean 0.25 is inside [0.2, 0.8]; mean 0 is not
@@ -116,7 +118,7 @@ def tiny_policy(vocab_size: int) -> LlamaForCausalLM:
 
 def make_trainer(run_dir: Path, tokenizer, script: list[list[bool]], overrides: list[str] = ()) -> SerlTrainer:
     cfg = load_config(
-        "cpu-demo",
+        LOOP_PRESET,
         [
             "train.mode=maj",
             f"rollout.n_samples_per_prompt={N}",

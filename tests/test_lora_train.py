@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 
 from serl.io import read_jsonl
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 pytestmark = pytest.mark.slow
 
 PROBLEMS = [("What is 2 + 2?", "4"), ("What is 3 + 5?", "8"), ("What is 10 - 3?", "7"), ("What is 6 + 1?", "7")]
@@ -77,7 +79,7 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("lora")
     overrides = [f"data.train_path={_write_problems(root)}", *TINY_LORA]
     run_dir = root / "run"
-    _train(["--preset", "cpu-demo", "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]])
+    _train(["--preset", LOOP_PRESET, "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]])
     yield run_dir
     shutil.rmtree(root, ignore_errors=True)  # checkpoints are large; free the disk before the next module runs
 

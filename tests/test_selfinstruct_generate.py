@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -21,13 +22,15 @@ from serl.selfinstruct.pools import InstructionLog
 from serl.selfinstruct.prompts import Instruction
 from serl.selfinstruct.standalone import GenerationOutcome, generate_problems
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 SEEDS = [
     "Tom has 3 apples and buys 4 more. How many apples does he have now?",
     "A box holds 12 pens. How many pens are in 5 boxes?",
     "Mia reads 8 pages a day. How many pages does she read in a week?",
     "A bus carries 40 people and 15 get off. How many people are left on the bus?",
 ]
-# two prompts per round, three shots, short generations (the rest is cpu-demo's self-instruction config)
+# two prompts per round, three shots, short generations (the rest is the loop preset's self-instruction config)
 TINY = ["selfinstruct.generation_batch_size=2", "selfinstruct.few_shot=3", "selfinstruct.max_new_tokens=40"]
 INSTRUCTION = Instruction(system="You write short math word problems.", user="Continue the numbered list:\n")
 
@@ -46,7 +49,7 @@ def test_rounds_log_every_candidate_and_rebuild_exactly(engine_and_tokenizer, tm
     engine, tokenizer = engine_and_tokenizer
     pools = Pools(seeds=SEEDS)
     rounds_seen = []
-    cfg = load_config("cpu-demo", [*TINY, "rollout.n_samples_per_prompt=2", "rollout.max_new_tokens=8"])
+    cfg = load_config(LOOP_PRESET, [*TINY, "rollout.n_samples_per_prompt=2", "rollout.max_new_tokens=8"])
     outcome = generate_problems(
         engine,
         tokenizer,
@@ -188,7 +191,7 @@ def test_serl_train_and_serl_generate_run_the_same_round(tmp_path):
     from serl.trainer.logger import RunLogger
     from serl.trainer.selfplay import InstructionSource
 
-    tokenizer, cfg = load_tokenizer(), load_config("cpu-demo", TINY)
+    tokenizer, cfg = load_tokenizer(), load_config(LOOP_PRESET, TINY)
     train_engine, generate_engine = RecordingEngine(), RecordingEngine()
     logger = RunLogger(tmp_path, "quiet", total_steps=0, tensorboard=False, wandb_cfg=None)
     seeds = [Problem(id=str(i), prompt=s, label=None) for i, s in enumerate(SEEDS)]
@@ -218,7 +221,7 @@ def test_with_the_examples_in_the_assistant_turn_the_first_item_is_the_reply_con
     accepted = {}
     for turn in ("user", "assistant"):
         cfg = load_config(
-            "cpu-demo", [*TINY, "selfinstruct.generation_batch_size=1", f"selfinstruct.examples_turn={turn}"]
+            LOOP_PRESET, [*TINY, "selfinstruct.generation_batch_size=1", f"selfinstruct.examples_turn={turn}"]
         )
         records = generation_round(
             ContinuingEngine(),

@@ -26,6 +26,8 @@ import torch
 
 from serl.io import read_jsonl
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 pytestmark = pytest.mark.slow
 
 SUMS = [(a, b) for a in (2, 3, 5, 7) for b in (1, 4, 6)]
@@ -55,7 +57,7 @@ TINY = [
 
 
 def _train(*args: str) -> list[str]:
-    return [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", *args]
+    return [sys.executable, "-m", "serl", "train", "--json-log", "--no-report", "--preset", LOOP_PRESET, *args]
 
 
 def _run(cmd: list[str], stop_at: tuple[str, int, signal.Signals] | None = None) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import pytest
 
 from serl.io import read_jsonl
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 pytestmark = pytest.mark.slow
 
 SUMS = [(a, b) for a in (2, 3, 5, 7) for b in (1, 4, 6)]  # 12 problems: a pass rate neither 0 nor 1 at n=4
@@ -84,7 +86,7 @@ def _maj_run(
         overrides += ["eval.max_new_tokens=8", "log.tensorboard=true"]
     else:
         overrides += ["eval.datasets=[]", "log.tensorboard=false"]
-    proc = _train(["--preset", "cpu-demo", "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]])
+    proc = _train(["--preset", LOOP_PRESET, "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir, proc
 
@@ -206,7 +208,9 @@ def test_a_stalled_policy_stops_with_a_saved_state_then_resumes(tmp_path: Path) 
         "eval.datasets=[]",
         "log.tensorboard=false",
     ]
-    proc = _train(["--preset", "cpu-demo", "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]], console="-q")
+    proc = _train(
+        ["--preset", LOOP_PRESET, "--run-dir", str(run_dir), *[f"--set={o}" for o in overrides]], console="-q"
+    )
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert re.search(r"step 1: only 0/2 problems passed the difficulty filter .* after 2 rollout attempts", proc.stderr)
     assert f"resume with serl train --resume {run_dir}" in proc.stderr

@@ -23,6 +23,8 @@ import pytest
 
 from serl.io import read_jsonl
 
+LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
+
 pytestmark = pytest.mark.slow
 
 TINY = [
@@ -55,7 +57,7 @@ def _command(run_dir: Path, resume: bool = False, save_every: int = 1) -> list[s
     cmd = [sys.executable, "-m", "serl", "train", "--json-log", "--no-report"]
     if resume:
         return [*cmd, "--resume", str(run_dir)]
-    cmd += ["--preset", "cpu-demo", "--run-dir", str(run_dir)]
+    cmd += ["--preset", LOOP_PRESET, "--run-dir", str(run_dir)]
     for override in [*TINY, f"train.save_every={save_every}"]:
         cmd += ["--set", override]
     return cmd

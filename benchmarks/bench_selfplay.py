@@ -1,0 +1,211 @@
+"""Does SeRL make the model better? The same base model, the same budget (trained problems per arm) and the same
+held-out set, five arms:
+
+    base     no training: the initial policy (step 0 of the first training arm's evaluation)
+    serl     self-instruction + majority-vote reward (the product)
+    maj      TTRL-style: majority-vote reward on the seed problems, labels hidden
+    gt       ground-truth reward on the seed problems (the paper's RL-GT upper bound)
+    shuffle  the serl run with the kept groups' rewards permuted across them (same reward mean, no signal)
+
+Each training arm is `serl train --preset PRESET` with the arm's overrides, run as a child process one after the other
+(each gets the whole machine), evaluated in training every `eval.every` steps with greedy pass@1 on the preset's
+held-out set (the curve), and at its end on a slice with n samples (mean@n, maj@n, pass@n, via `serl eval`). Each
+arm's final pass@1 is compared with base question by question: the paired bootstrap 95 % CI of the difference.
+
+    .venv/bin/python benchmarks/bench_selfplay.py [--preset cpu-learn] [--arms serl,maj,gt,shuffle] [--out DIR]
+
+Interrupted, the same command goes on where it stopped: finished arms are read back, a started one resumes from
+its last checkpoint (`serl train --resume`). Deterministic for a given preset and seed (train.seed): every sample is
+drawn from a seed derived from it. What varies between runs: nothing on the same machine and thread count; across
+CPUs, bf16 and fp32 kernels round differently, so samples (and hence figures) differ a little.
+
+Prints one line per arm, then one JSON line with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS: dict[str, list[str]] = {
+    "serl": [],
+    "maj": ["train.mode=maj"],
+    "gt": ["train.mode=gt"],
+    "shuffle": ["reward.control=shuffle"],
+}
+TRAINING_ORDER = ("serl", "gt", "maj", "shuffle")
+
+
+def run_child(cmd: list[str], log: Path) -> float:
+    """Run CMD with its output appended to LOG; its wall time. A failure stops the benchmark, naming the log."""
+    started = time.perf_counter()
+    with log.open("a", encoding="utf-8") as sink:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}); see {log}:\n{tail}")
+    return time.perf_counter() - started
+
+
+def train_arm(name: str, preset: str, overrides: list[str], out: Path, evaluate_start: bool) -> dict[str, Any]:
+    """Train one arm to its end (resuming a started run); its wall time over every invocation."""
+    run_dir, state_file = out / name, out / f"{name}.state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"wall_s": 0.0, "invocations": 0}
+    if state.get("done"):
+        return state
+    cmd = [sys.executable, "-m", "serl", "train", "--quiet", "--no-report"]
+    if (run_dir / "checkpoints" / "latest").exists():
+        cmd += ["--resume", str(run_dir)]  # the config is the run's own
+    else:
+        if run_dir.exists():  # stopped before its first checkpoint: start over
+            shutil.rmtree(run_dir)
+        cmd += ["--preset", preset, "--run-dir", str(run_dir)]
+        for item in [*overrides, f"eval.at_start={str(evaluate_start).lower()}"]:
+            cmd += ["--set", item]
+    print(f"{name}: training ({'resumed' if '--resume' in cmd else 'new run'}) -> {run_dir}", file=sys.stderr)
+    state["wall_s"] += run_child(cmd, out / f"{name}.log")
+    state["invocations"] += 1
+    state["done"] = True
+    write_json(state_file, state)
+    return state
+
+
+def sampled_eval(name: str, model: str, cfg: Any, out: Path, n: int, questions: int) -> dict[str, float]:
+    """mean@n, maj@n, pass@n on the first QUESTIONS held-out questions, sampled as the preset's sampled eval."""
+    target = out / f"{name}-sampled"
+    e, r = cfg.eval, cfg.rollout
+    cmd = [
+        sys.executable, "-m", "serl", "eval", e.datasets[0], "--model", model, "--out", str(target), "--quiet",
+        "--format", e.prompt_format or r.prompt_format, "--n", str(n), "--temperature", str(e.sample_temperature),
+        "--top-p", str(e.sample_top_p), "--max-new-tokens", str(e.max_new_tokens), "--max-samples", str(questions),
+        "--seed", str(cfg.train.seed),
+    ]  # fmt: skip
+    if r.dtype:
+        cmd += ["--dtype", r.dtype]
+    if not (target / "metrics.json").exists():
+        print(f"{name}: sampled eval, {questions} questions x {n}", file=sys.stderr)
+        run_child(cmd, out / f"{name}.log")
+    (per_set,) = json.loads((target / "metrics.json").read_text()).values()
+    return {f"{k}@{n}": round(per_set[f"{k}@{n}"], 4) for k in ("mean", "maj", "pass")}
+
+
+def write_json(path: Path, value: Any) -> None:
+    from serl.io import atomic_write_json
+
+    atomic_write_json(path, value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cpu-learn")
+    parser.add_argument(
+        "--arms", default="base,serl,maj,gt,shuffle", help="comma-separated, of base and " + ",".join(ARMS)
+    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="an override for every arm")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-selfplay")
+    parser.add_argument("--sample-n", type=int, default=8, help="samples per question of the final sampled eval")
+    parser.add_argument("--sample-questions", type=int, default=50, help="held-out questions in the sampled eval")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of every child (OMP_NUM_THREADS)")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+    from serl.config import load_config
+    from serl.evaluation.metrics import paired_bootstrap
+    from serl.report.reading import load_run
+    from serl.trainer.evals import set_name
+
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = sorted(set(arms) - {"base", *ARMS})
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {', '.join(unknown)}; use base and {', '.join(ARMS)}")
+    training = [a for a in TRAINING_ORDER if a in arms]
+    if not training:
+        raise SystemExit("name at least one training arm: base is step 0 of the first one's evaluation")
+    cfg = load_config(args.preset, args.overrides)
+    dataset = set_name(cfg.eval.datasets[0])
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(training):
+        state = train_arm(name, args.preset, [*args.overrides, *ARMS[name]], args.out, evaluate_start=i == 0)
+        results[name] = {"wall_s": round(state["wall_s"], 1), "invocations": state["invocations"]}
+
+    first = load_run(args.out / training[0])
+    answers = first.answers.get(dataset, {})
+    if 0 not in answers:
+        raise SystemExit(f"{training[0]}: no step-0 evaluation of {dataset} in {args.out / training[0]}")
+    base = answers[0]
+    questions = sorted(base)
+    summary: dict[str, Any] = {"preset": args.preset, "dataset": dataset, "questions": len(questions)}
+    summary["base"] = {"pass@1": round(sum(base.values()) / len(base), 4)}
+    if "base" in arms:
+        summary["base"] |= sampled_eval("base", cfg.model.policy, cfg, args.out, args.sample_n, args.sample_questions)
+    for name in training:
+        run = load_run(args.out / name)
+        steps = sorted(run.answers[dataset])
+        final = run.answers[dataset][steps[-1]]
+        diff = paired_bootstrap([base[q] for q in questions], [final[q] for q in questions])
+        curve = [[s, round(sum(run.answers[dataset][s].values()) / len(run.answers[dataset][s]), 4)] for s in steps]
+        if steps[0] != 0:
+            curve.insert(0, [0, summary["base"]["pass@1"]])
+        export = sorted((args.out / name / "checkpoints").glob("iter_*_hf"))[-1]
+        results[name] |= {
+            "steps": steps[-1],
+            "pass@1": round(sum(final.values()) / len(final), 4),
+            "delta": round(diff.difference, 4),
+            "ci95": [round(diff.low, 4), round(diff.high, 4)],
+            "curve": curve,
+            **sampled_eval(name, str(export), cfg, args.out, args.sample_n, args.sample_questions),
+        }
+    summary["arms"] = results
+
+    def gain(arm: str) -> float | None:
+        return results[arm]["delta"] if arm in results else None
+
+    serl, gt, shuffle = gain("serl"), gain("gt"), gain("shuffle")
+    targets: dict[str, bool | None] = {}
+    if serl is not None:
+        targets["serl_gain_at_least_5_points_ci_above_0"] = serl >= 0.05 and results["serl"]["ci95"][0] > 0
+        targets["serl_within_45_min"] = results["serl"]["wall_s"] <= 45 * 60
+    if serl is not None and gt is not None:
+        targets["serl_gain_at_least_half_of_gt"] = gt > 0 and serl >= gt / 2
+    if shuffle is not None:
+        no_gain = results["shuffle"]["ci95"][0] <= 0
+        below_serl = None
+        if serl is not None:
+            paired = paired_bootstrap(
+                [load_run(args.out / "shuffle").answers[dataset][results["shuffle"]["steps"]][q] for q in questions],
+                [load_run(args.out / "serl").answers[dataset][results["serl"]["steps"]][q] for q in questions],
+            )
+            below_serl = paired.low > 0
+            summary["serl_minus_shuffle"] = {
+                "delta": round(paired.difference, 4),
+                "ci95": [round(paired.low, 4), round(paired.high, 4)],
+            }
+        targets["shuffle_no_significant_gain"] = no_gain or bool(below_serl)
+    summary["targets"] = targets
+
+    print(
+        f"{'arm':8} {'steps':>5} {'pass@1':>7} {'Δ vs base':>9} {'95 % CI':>17} {'wall min':>8}  curve (step: pass@1)"
+    )
+    print(f"{'base':8} {0:5d} {summary['base']['pass@1']:7.3f}")
+    for name, r in results.items():
+        ci = f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+        curve = " ".join(f"{s}:{a:.3f}" for s, a in r["curve"])
+        print(
+            f"{name:8} {r['steps']:5d} {r['pass@1']:7.3f} {r['delta']:+9.3f} {ci:>17} {r['wall_s'] / 60:8.1f}  {curve}"
+        )
+    write_json(args.out / "summary.json", summary)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
