@@ -8,13 +8,11 @@ import re
 import subprocess
 import sys
 import typing
-from pathlib import Path
 
 import pytest
 
+from presets import LOOP_PRESET
 from serl.config import ConfigError, all_keys, dump_yaml, list_presets, load_config
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # small batches: the range table's good values fit
 
 
 def test_packaged_presets_all_resolve() -> None:

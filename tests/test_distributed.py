@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from presets import LOOP_PRESET
 from serl.config import load_config
 from serl.io import read_jsonl
 from serl.trainer.checkpoint import load_checkpoint
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 pytestmark = pytest.mark.slow
 

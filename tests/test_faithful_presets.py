@@ -7,16 +7,14 @@ from __future__ import annotations
 import random
 import re
 import string
-from pathlib import Path
 
 import pytest
 import torch
 
+from presets import LOOP_PRESET
 from serl.config import load_config
 from serl.io import read_jsonl
 from serl.rundir import RunDir
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 PAPER = ("paper-llama32-3b", "paper-qwen25-7b")
 SEEDS = [

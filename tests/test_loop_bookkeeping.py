@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from presets import LOOP_PRESET
 from serl.config import load_config
 from serl.data import Problem
 from serl.io import read_jsonl
@@ -26,8 +27,6 @@ from serl.trainer.checkpoint import find_resumable
 from serl.trainer.logger import RunLogger
 from serl.trainer.loop import SerlTrainer
 from serl.trainer.sources import DatasetSource, StalledError
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 N = 4  # responses per problem
 NEED = 2  # train.rollout_batch_size

@@ -18,9 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from presets import LOOP_PRESET
 from serl.io import read_jsonl
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 pytestmark = pytest.mark.slow
 

@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from dist_worker import exit_without_teardown
+from presets import LOOP_PRESET
 from serl.config import load_config
 from serl.parallel import full_parameters, gathered_state_dict, unwrapped_name
 from serl.rollout import engine_options, make_engine
 from serl.rollout.vllm import VLLMEngine
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # small batches, fp32 sampling
 
 
 def _model(seed: int = 0) -> nn.Sequential:

@@ -11,18 +11,16 @@ import dataclasses
 import io
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from presets import LOOP_PRESET
 from serl.config import load_config
 from serl.io import read_jsonl
 from serl.selfinstruct import Pools, rebuild_pools
 from serl.selfinstruct.pools import InstructionLog
 from serl.selfinstruct.prompts import Instruction
 from serl.selfinstruct.standalone import GenerationOutcome, generate_problems
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 SEEDS = [
     "Tom has 3 apples and buys 4 more. How many apples does he have now?",

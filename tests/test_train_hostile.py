@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 import torch
 
+from presets import LOOP_PRESET
 from serl.io import read_jsonl
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 pytestmark = pytest.mark.slow
 

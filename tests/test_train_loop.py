@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from presets import LOOP_PRESET
 from serl.io import read_jsonl
-
-LOOP_PRESET = str(Path(__file__).parent / "presets" / "loop.yaml")  # the loop tests' base config
 
 pytestmark = pytest.mark.slow
 
