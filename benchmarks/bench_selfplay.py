@@ -148,10 +148,11 @@ def main() -> None:
     summary["base"] = {"pass@1": round(sum(base.values()) / len(base), 4)}
     if "base" in arms:
         summary["base"] |= sampled_eval("base", cfg.model.policy, cfg, args.out, args.sample_n, args.sample_questions)
+    finals: dict[str, dict[str, float]] = {}  # each arm's last held-out answers, question by question
     for name in training:
         run = load_run(args.out / name)
         steps = sorted(run.answers[dataset])
-        final = run.answers[dataset][steps[-1]]
+        final = finals[name] = run.answers[dataset][steps[-1]]
         diff = paired_bootstrap([base[q] for q in questions], [final[q] for q in questions])
         curve = [[s, round(sum(run.answers[dataset][s].values()) / len(run.answers[dataset][s]), 4)] for s in steps]
         if steps[0] != 0:
@@ -181,10 +182,7 @@ def main() -> None:
         no_gain = results["shuffle"]["ci95"][0] <= 0
         below_serl = None
         if serl is not None:
-            paired = paired_bootstrap(
-                [load_run(args.out / "shuffle").answers[dataset][results["shuffle"]["steps"]][q] for q in questions],
-                [load_run(args.out / "serl").answers[dataset][results["serl"]["steps"]][q] for q in questions],
-            )
+            paired = paired_bootstrap([finals["shuffle"][q] for q in questions], [finals["serl"][q] for q in questions])
             below_serl = paired.low > 0
             summary["serl_minus_shuffle"] = {
                 "delta": round(paired.difference, 4),
