@@ -8,7 +8,14 @@ from math import comb
 import pytest
 
 from serl.evaluation.math_eval import math_metrics, score_responses
-from serl.evaluation.metrics import majority_index, paired_bootstrap, pass_at_k, sample_ks, sampled_metrics
+from serl.evaluation.metrics import (
+    majority_accuracy_by_votes,
+    majority_index,
+    paired_bootstrap,
+    pass_at_k,
+    sample_ks,
+    sampled_metrics,
+)
 from serl.evaluation.outputs import read_records
 
 
@@ -75,14 +82,16 @@ EXPECTED_MAJORITY = [{1: 0, 2: 0, 4: 0}, {1: 0, 2: 0, 4: 0}, {1: 0, 2: 0, 4: 1},
 
 def test_maj_mean_pass_at_k_on_a_hand_built_file(tmp_path) -> None:
     golds = [gold for gold, _ in HAND_BUILT]
-    correct, answers, majority = score_responses([responses for _, responses in HAND_BUILT], golds)
+    correct, answers, majority, votes = score_responses([responses for _, responses in HAND_BUILT], golds)
     assert [[int(c) for c in row] for row in correct] == EXPECTED_CORRECT
+    assert votes == [2, 3, 2, 1]  # 3 = 6/2; 4 = \boxed{4} = 4.0; 2 = \boxed{2}; no two answers agree
     assert [{int(k): v for k, v in row.items()} for row in majority] == EXPECTED_MAJORITY
     assert answers[3][0] is None and answers[0][2] == "\\frac{6}{2}"
 
     path = tmp_path / "hand.jsonl"
     lines = [
         {"id": str(i), "responses": responses, "gold": gold, "correct": correct[i], "majority": majority[i]}
+        | {"majority_votes": votes[i]}
         for i, (gold, responses) in enumerate(HAND_BUILT)
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -95,7 +104,24 @@ def test_maj_mean_pass_at_k_on_a_hand_built_file(tmp_path) -> None:
     assert metrics["maj@1"] == 0.25  # only question 0's first response is right
     assert metrics["maj@2"] == 0.25
     assert metrics["maj@4"] == 0.5  # questions 0 and 2: "2" wins question 2 with two votes
+    # right with 2 votes (questions 0 and 2), wrong with 3 (question 1: "4") and with 1 (question 3, no majority)
+    assert metrics["majority_by_votes"] == {
+        "1": {"questions": 1, "majority_correct": 0.0},
+        "2": {"questions": 2, "majority_correct": 1.0},
+        "3": {"questions": 1, "majority_correct": 0.0},
+    }
     assert "breakdowns" not in metrics
+
+
+def test_majority_accuracy_by_votes_hand_values() -> None:
+    correct = [[True, True, False], [False, False, True], [True, False, False], [False, True, True]]
+    # winners 0, 0, 1, 1 with 2, 2, 1, 2 votes: by 2 votes right in questions 0 and 3, wrong in question 1
+    table = majority_accuracy_by_votes(correct, [0, 0, 1, 1], [2, 2, 1, 2])
+    assert table == {"1": {"questions": 1, "majority_correct": 0.0}, "2": {"questions": 3, "majority_correct": 2 / 3}}
+    with pytest.raises(ValueError):
+        majority_accuracy_by_votes(correct, [0, 0, 3, 1], [2, 2, 1, 2])
+    with pytest.raises(ValueError):
+        majority_accuracy_by_votes(correct, [0, 0], [2, 2])
 
 
 def test_breakdowns_by_level_and_subject() -> None:

@@ -60,6 +60,14 @@ def test_metrics_files_merge_datasets_and_render_markdown(tmp_path) -> None:
     assert "| 50.0 | – | 100.0 | – | 60.0 |" in markdown
 
 
+def test_majority_accuracy_by_votes_renders_as_a_table(tmp_path) -> None:
+    by_votes = {"2": {"questions": 3, "majority_correct": 1 / 3}, "5": {"questions": 1, "majority_correct": 1.0}}
+    write_metrics(tmp_path, "l1", {"questions": 4, "samples": 8, "pass@1": 0.25, "majority_by_votes": by_votes})
+    markdown = (tmp_path / "metrics.md").read_text()
+    assert "**l1**: is the majority answer right? By its votes out of 8" in markdown
+    assert "| 2 | 3 | 33.3 |" in markdown and "| 5 | 1 | 100.0 |" in markdown
+
+
 def test_compare_table_side_by_side(tmp_path) -> None:
     write_metrics(tmp_path / "base", "asdiv", {"questions": 5, "pass@1": 0.4})
     write_metrics(tmp_path / "serl", "asdiv", {"questions": 5, "pass@1": 0.6})

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from serl.data import DataError, Problem, load_problems
-from serl.evaluation.metrics import mean, sample_ks, sampled_metrics
+from serl.evaluation.metrics import majority_accuracy_by_votes, mean, sample_ks, sampled_metrics
 from serl.evaluation.runner import run_eval
 from serl.rollout.base import Completion, RolloutEngine, SamplingParams
 
@@ -84,6 +84,11 @@ def math_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if records and "majority" in records[0]:
         majority = [{int(k): int(v) for k, v in record["majority"].items()} for record in records]
     metrics: dict[str, Any] = sampled_metrics(correct, majority)
+    if majority is not None and records and all("majority_votes" in record for record in records):
+        n = metrics["samples"]
+        winners = [row[n] for row in majority]
+        votes = [int(record["majority_votes"]) for record in records]
+        metrics["majority_by_votes"] = majority_accuracy_by_votes(correct, winners, votes)
     breakdowns = {}
     for field in BREAKDOWN_FIELDS:
         values = [record.get("meta", {}).get(field) for record in records]
@@ -102,11 +107,11 @@ def math_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def score_responses(
     groups: Sequence[Sequence[str]], labels: Sequence[str | None]
-) -> tuple[list[list[bool]], list[list[str | None]], list[dict[str, int]] | None]:
-    """(correct, extracted answers, majority index per k) for each question's n responses against its label.
+) -> tuple[list[list[bool]], list[list[str | None]], list[dict[str, int]] | None, list[int] | None]:
+    """(correct, extracted answers, majority index per k, majority votes) for each question's n responses.
 
     The majority is None for n = 1; for n > 1 it maps each k of `sample_ks(n)` (as a string, as JSON keeps it) to
-    the winning response among the first k.
+    the winning response among the first k, and the votes are how many of all n responses agree with the winner.
     """
     from serl.reward.extract import extract_answer
     from serl.reward.ground_truth import gt_rewards
@@ -119,13 +124,14 @@ def score_responses(
     correct = [[reward == 1.0 for reward in rewards[g * n : (g + 1) * n]] for g in range(len(groups))]
     if n == 1:
         found = [extract_answer(group[0]) for group in groups]
-        return correct, [[answer.text if answer else None] for answer in found], None
+        return correct, [[answer.text if answer else None] for answer in found], None, None
     ks = sample_ks(n)
     # one vote per prefix length; ties and all-distinct groups go to the first response, as the reference's maj@K
     votes = score_groups([group[:k] for group in groups for k in ks], no_majority="first")
     per_question = [votes[g * len(ks) : (g + 1) * len(ks)] for g in range(len(groups))]
     majority = [{str(k): vote.majority_index for k, vote in zip(ks, row, strict=True)} for row in per_question]
-    return correct, [row[-1].answers for row in per_question], majority
+    votes_at_n = [row[-1].majority_size for row in per_question]
+    return correct, [row[-1].answers for row in per_question], majority, votes_at_n
 
 
 def score_math_batch(
@@ -133,7 +139,7 @@ def score_math_batch(
 ) -> list[dict]:
     """One record per problem: prompt, responses, extracted answers, gold, correctness per response, majority."""
     texts = [[completion.text for completion in group] for group in groups]
-    correct, answers, majority = score_responses(texts, [problem.label for problem in problems])
+    correct, answers, majority, votes = score_responses(texts, [problem.label for problem in problems])
     records = []
     for g, (problem, prompt, group) in enumerate(zip(problems, prompts, groups, strict=True)):
         record = {
@@ -146,8 +152,9 @@ def score_math_batch(
             "correct": correct[g],
             "meta": {field: problem.meta[field] for field in BREAKDOWN_FIELDS if field in problem.meta},
         }
-        if majority is not None:
+        if majority is not None and votes is not None:
             record["majority"] = majority[g]
+            record["majority_votes"] = votes[g]
         records.append(record)
     return records
 

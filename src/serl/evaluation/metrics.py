@@ -83,6 +83,28 @@ def sampled_metrics(correct: Sequence[Sequence[bool]], majority: Sequence[dict[i
     return metrics
 
 
+def majority_accuracy_by_votes(
+    correct: Sequence[Sequence[bool]], winners: Sequence[int], votes: Sequence[int]
+) -> dict[str, dict[str, float | int]]:
+    """How often the majority answer is right, by how many of the n responses voted for it (TTRL's label accuracy,
+    split by the majority ratio that SeRL's difficulty filter reads). Keys are vote counts as strings (JSON keys),
+    ascending: {"3": {"questions": 41, "majority_correct": 0.34}, ...}. Where this rises steeply with the votes, a
+    narrower difficulty band keeps fewer but more often right majorities."""
+    if not len(correct) == len(winners) == len(votes):
+        raise ValueError("need one winner and one vote count per question")
+    tally: dict[int, list[int]] = {}
+    for row, winner, count in zip(correct, winners, votes, strict=True):
+        if not 0 <= winner < len(row) or not 0 <= count <= len(row):
+            raise ValueError(f"winner {winner} or vote count {count} outside a group of {len(row)}")
+        right_and_total = tally.setdefault(count, [0, 0])
+        right_and_total[0] += bool(row[winner])
+        right_and_total[1] += 1
+    return {
+        str(count): {"questions": total, "majority_correct": right / total}
+        for count, (right, total) in sorted(tally.items())
+    }
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Accuracy of B minus accuracy of A on the same questions, with a paired-bootstrap confidence interval."""

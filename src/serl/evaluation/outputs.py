@@ -144,6 +144,12 @@ def metrics_markdown(everything: Mapping[str, Mapping[str, Any]]) -> str:
             rows = [[cat, str(v["questions"]), percent(v["accuracy"])] for cat, v in sorted(categories.items())]
             parts.append(_table(["category", "questions", "accuracy"], rows))
     for name, metrics in everything.items():
+        by_votes = metrics.get("majority_by_votes", {})
+        if by_votes:
+            rows = [[votes, str(v["questions"]), percent(v["majority_correct"])] for votes, v in by_votes.items()]
+            parts.append(f"**{name}**: is the majority answer right? By its votes out of {metrics.get('samples')}\n")
+            parts.append(_table(["votes", "questions", "majority right (%)"], rows))
+    for name, metrics in everything.items():
         for field, groups in metrics.get("breakdowns", {}).items():
             rows = [[str(value), str(v["questions"]), percent(v["pass@1"])] for value, v in groups.items()]
             parts.append(f"**{name}** by {field}\n")
