@@ -1,0 +1,139 @@
+"""Where a self-play gain comes from: what changed in the held-out answers between an arm's first and last evaluation,
+and what the arm trained on. Reads the run directories that `bench_selfplay.py` wrote; trains and samples nothing.
+
+    .venv/bin/python benchmarks/selfplay_anatomy.py runs/bench-l1 [--arms serl,gt,maj,shuffle] [--pattern calculator]
+
+Per arm and held-out set, at the first and the last evaluated step: pass@1, responses with no extractable answer,
+responses matching --pattern (a case-insensitive regex; the default counts the base model's "you would need a
+calculator" evasion), responses cut at the token limit and the mean response length in characters. From the
+instruction log (serl-mode arms): generated candidates, the share dropped as contaminated (ROUGE-L F above the
+threshold against a held-out question), and the problems trained on: how many match --template (a regex; the default
+is the bare "What is a op b?" form of the embedded arithmetic sets) and a few examples.
+
+Prints one table per arm, then one JSON line with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ARMS = "serl,gt,maj,shuffle"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a torn last line (a killed writer) is skipped, any other bad line names it."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise SystemExit(f"{path}:{number}: not valid JSON ({err.msg})") from err
+    return records
+
+
+def answer_anatomy(records: list[dict[str, Any]], pattern: re.Pattern[str]) -> dict[str, Any]:
+    """Figures over the first response of each question in one evaluation file (greedy pass@1 has one)."""
+    first = [(r["responses"][0], r["extracted"][0], r["correct"][0], r["finish_reasons"][0]) for r in records]
+    if not first:
+        return {"questions": 0}
+    return {
+        "questions": len(first),
+        "pass@1": round(sum(bool(c) for _, _, c, _ in first) / len(first), 4),
+        "no_answer": sum(not e for _, e, _, _ in first),
+        "pattern": sum(bool(pattern.search(text)) for text, _, _, _ in first),
+        "cut_at_limit": sum(reason == "length" for _, _, _, reason in first),
+        "mean_chars": round(sum(len(text) for text, _, _, _ in first) / len(first), 1),
+    }
+
+
+def eval_files(run_dir: Path) -> dict[str, dict[int, Path]]:
+    """Held-out set name -> step -> its per-question file (eval/step_NNNNNN_NAME.jsonl)."""
+    found: dict[str, dict[int, Path]] = {}
+    for path in sorted((run_dir / "eval").glob("step_*_*.jsonl")):
+        step_text, name = path.stem.removeprefix("step_").split("_", 1)
+        found.setdefault(name, {})[int(step_text)] = path
+    return found
+
+
+def instruction_anatomy(run_dir: Path, template: re.Pattern[str], examples: int) -> dict[str, Any] | None:
+    """Candidates, contamination and trained problems from instructions/iter_*.jsonl; None for a run without them."""
+    paths = sorted((run_dir / "instructions").glob("iter_*.jsonl"))
+    if not paths:
+        return None
+    records = [r for path in paths for r in read_jsonl(path)]
+    texts = {(r.get("iteration"), r["id"]): r["text"] for r in records if "text" in r}
+    fates = Counter(r["fate"] for r in records if "text" in r)  # a candidate's first fate: the filters' verdict
+    candidates = sum(fates.values())
+    trained = [texts.get((r.get("iteration"), r["id"]), "?") for r in records if r["fate"] == "trained"]
+    contaminated = fates.get("rejected:contamination", 0)
+    return {
+        "candidates": candidates,
+        "contaminated": contaminated,
+        "contaminated_share": round(contaminated / candidates, 4) if candidates else 0.0,
+        "trained": len(trained),
+        "trained_on_template": sum(bool(template.match(text)) for text in trained),
+        "trained_examples": trained[:examples],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bench_dir", type=Path, help="the --out directory of bench_selfplay.py")
+    parser.add_argument("--arms", default=DEFAULT_ARMS, help="comma-separated arm directories to read")
+    parser.add_argument("--pattern", default="calculator", help="a case-insensitive regex to count in the responses")
+    parser.add_argument(
+        "--template", default=r"^What is -?[\d.]+ ?[-+*/÷×–] ?-?[\d.]+\?$", help="a regex for held-out-shaped problems"
+    )
+    parser.add_argument("--examples", type=int, default=5, help="trained problems to show per arm")
+    args = parser.parse_args()
+    pattern = re.compile(args.pattern, re.IGNORECASE)
+
+    summary: dict[str, Any] = {"bench_dir": str(args.bench_dir), "pattern": args.pattern, "arms": {}}
+    for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
+        run_dir = args.bench_dir / arm
+        if not run_dir.is_dir():
+            print(f"{arm}: no run directory {run_dir}; skipped")
+            continue
+        figures: dict[str, Any] = {}
+        for name, steps in eval_files(run_dir).items():
+            first, last = min(steps), max(steps)
+            figures[name] = {str(s): answer_anatomy(read_jsonl(steps[s]), pattern) for s in sorted({first, last})}
+        instructions = instruction_anatomy(run_dir, re.compile(args.template), args.examples)
+        if instructions is not None:
+            figures["instructions"] = instructions
+        summary["arms"][arm] = figures
+
+        print(f"\n{arm}")
+        print(f"  {'set':28} {'step':>5} {'pass@1':>7} {'no answer':>9} {'pattern':>7} {'cut':>5} {'chars':>7}")
+        for name, by_step in figures.items():
+            if name == "instructions":
+                continue
+            for step, a in by_step.items():
+                if a["questions"]:
+                    print(
+                        f"  {name:28} {step:>5} {a['pass@1']:7.3f} {a['no_answer']:9d} {a['pattern']:7d} "
+                        f"{a['cut_at_limit']:5d} {a['mean_chars']:7.1f}"
+                    )
+        if instructions is not None:
+            print(
+                f"  instructions: {instructions['candidates']} candidates, {instructions['contaminated']} "
+                f"({instructions['contaminated_share']:.0%}) dropped as contaminated, "
+                f"{instructions['trained']} trained, {instructions['trained_on_template']} of them on the template"
+            )
+            for text in instructions["trained_examples"]:
+                print(f"    trained: {text[:100]!r}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
