@@ -210,6 +210,7 @@ RANGE_CASES = [
     ("selfinstruct.max_new_tokens", 0, ">= 1", 1),
     ("selfinstruct.prompt_max_len", 0, ">= 1", 1),
     ("selfinstruct.rouge_threshold", 1.5, "[0, 1]", 1.0),
+    ("selfinstruct.contamination_threshold", -0.1, "[0, 1]", 0.0),
     ("selfinstruct.min_words", -1, ">= 0", 0),
     ("selfinstruct.max_words", 0, ">= 1", 4),  # 4: not below the default min_words
     ("reward.difficulty_low", -0.1, "[0, 1]", 0.0),

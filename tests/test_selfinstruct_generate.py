@@ -203,6 +203,33 @@ def test_serl_train_and_serl_generate_run_the_same_round(tmp_path):
     assert logged[0] == logged[1] and [r["fate"] for r in logged[0]] == ["accepted"] * 2 + ["rejected:novelty"] * 2
 
 
+def test_contamination_threshold_decides_which_generated_problems_count_as_held_out_copies(tmp_path):
+    """`serl train` screens generated problems against the held-out questions at selfinstruct.contamination_threshold:
+    at 0.7 a near-copy (one number changed) is dropped, at 0.99 only a token-identical one is."""
+    from serl.data import Problem
+    from serl.models import load_tokenizer
+    from serl.trainer.logger import RunLogger
+    from serl.trainer.selfplay import InstructionSource
+
+    # RecordingEngine's problems: "A shop sells pencils at 3 dollars each. How much do 7 pencils cost?" (13 tokens)
+    # and "What is 15 percent of 80?" (6 tokens). Against "What is 15 percent of 90?" the second has LCS 5: F = 5/6;
+    # "What is 15 percent of 80." is token-identical to it (F = 1).
+    held_out = ["What is 15 percent of 90?", "What is 15 percent of 80."]
+    fates = {}
+    for threshold, held in ((0.7, held_out[:1]), (0.99, held_out[:1]), (0.99, held_out)):
+        cfg = load_config(LOOP_PRESET, [*TINY, f"selfinstruct.contamination_threshold={threshold}"])
+        run_dir = tmp_path / f"{threshold}-{len(held)}"
+        logger = RunLogger(run_dir, "quiet", total_steps=0, tensorboard=False, wandb_cfg=None)
+        seeds = [Problem(id=str(i), prompt=s, label=None) for i, s in enumerate(SEEDS)]
+        source = InstructionSource(cfg, seeds, load_tokenizer(), RecordingEngine(), run_dir, logger, held_out=held)
+        source.next_batch(1, step=1, attempt=1)
+        records = read_jsonl(run_dir / "instructions" / "iter_0001.jsonl")[0]
+        fates[threshold, len(held)] = [r["fate"] for r in records if r["text"].startswith("What is 15")]
+    assert fates[0.7, 1][0] == "rejected:contamination"
+    assert fates[0.99, 1][0] == "accepted"
+    assert fates[0.99, 2][0] == "rejected:contamination"
+
+
 def test_with_the_examples_in_the_assistant_turn_the_first_item_is_the_reply_continuing_the_list(tmp_path):
     """The reply continues the bare "4." that ends the listed examples: its first line is item 4, parsed with the
     number put back; in the user turn the same unnumbered first line is text before the first item (dropped)."""

@@ -110,8 +110,11 @@ class SelfInstructConfig:
     # the reference clears its batch buffer after every step: accepted problems not yet rolled out expire (logged)
     expire_pending: bool = False
     # generated problems whose ROUGE-L F against an evaluation question (eval.datasets, eval.canary) exceeds
-    # rouge_threshold are logged as contaminated; True also drops them (fate rejected:contamination)
+    # contamination_threshold are logged as contaminated; True also drops them (fate rejected:contamination)
     drop_contaminated: bool = True
+    # 0.7, the novelty filter's bound. On short templated questions it flags every same-template question (all 500
+    # embedded level-1 seeds against their disjoint test split); 0.99 flags only token-identical ones
+    contamination_threshold: float = 0.7
 
 
 @dataclass
@@ -264,6 +267,7 @@ RANGES: dict[str, str] = {
     "selfinstruct.max_new_tokens": ">= 1",
     "selfinstruct.prompt_max_len": ">= 1",
     "selfinstruct.rouge_threshold": "[0, 1]",
+    "selfinstruct.contamination_threshold": "[0, 1]",
     "selfinstruct.min_words": ">= 0",
     "selfinstruct.max_words": ">= 1",
     "reward.difficulty_low": "[0, 1]",

@@ -42,7 +42,7 @@ class InstructionSource:
         self.counts: Counter[str] = Counter()
         self.held_out: NoveltyIndex | None = None
         if held_out:
-            self.held_out = NoveltyIndex(threshold=self.si.rouge_threshold)
+            self.held_out = NoveltyIndex(threshold=self.si.contamination_threshold)
             self.held_out.add_many((f"held-out:{i}", text) for i, text in enumerate(dict.fromkeys(held_out)))
         self.start_iteration(1)
         self._rebuild()
