@@ -11,6 +11,8 @@ Each training arm is `serl train --preset PRESET` with the arm's overrides, run 
 (each gets the whole machine), evaluated in training every `eval.every` steps with greedy pass@1 on the preset's
 held-out set (the curve), and at its end on a slice with n samples (mean@n, maj@n, pass@n, via `serl eval`). Each
 arm's final pass@1 is compared with base question by question: the paired bootstrap 95 % CI of the difference.
+It also counts the seeds that the serl arm's contamination check (selfinstruct.contamination_threshold) would drop:
+maj and gt train on the seeds unscreened, so a high count means serl is barred from problems the others train on.
 
     .venv/bin/python benchmarks/bench_selfplay.py [--preset cpu-learn] [--arms serl,maj,gt,shuffle] [--out DIR]
 
@@ -97,6 +99,25 @@ def sampled_eval(name: str, model: str, cfg: Any, out: Path, n: int, questions: 
     return {f"{k}@{n}": round(per_set[f"{k}@{n}"], 4) for k in ("mean", "maj", "pass")}
 
 
+def seed_contamination(cfg: Any) -> dict[str, Any]:
+    """How many seed problems the serl arm's contamination check would drop: the share of seeds whose ROUGE-L F
+    against a held-out question exceeds selfinstruct.contamination_threshold. The maj and gt arms train on the seeds
+    unscreened, so a high share means the serl arm is held to a stricter standard than they are."""
+    from serl.data import load_problems
+    from serl.selfinstruct.novelty import NoveltyIndex
+    from serl.trainer.evals import load_eval_sets
+
+    d, threshold = cfg.data, cfg.selfinstruct.contamination_threshold
+    seeds = load_problems(d.seed_path, d.input_key, d.label_key, max_samples=d.max_samples, max_chars=d.max_chars)
+    eval_sets, canary = load_eval_sets(cfg)
+    held_out = NoveltyIndex(threshold=threshold)
+    held_out.add_many(
+        enumerate(dict.fromkeys(p.prompt for problems in [*eval_sets.values(), canary] for p in problems))
+    )
+    flagged = sum(not held_out.score(p.prompt).novel for p in seeds)
+    return {"threshold": threshold, "seeds": len(seeds), "flagged": flagged, "share": round(flagged / len(seeds), 4)}
+
+
 def write_json(path: Path, value: Any) -> None:
     from serl.io import atomic_write_json
 
@@ -145,6 +166,7 @@ def main() -> None:
     base = answers[0]
     questions = sorted(base)
     summary: dict[str, Any] = {"preset": args.preset, "dataset": dataset, "questions": len(questions)}
+    summary["seed_contamination"] = seed_contamination(cfg)
     summary["base"] = {"pass@1": round(sum(base.values()) / len(base), 4)}
     if "base" in arms:
         summary["base"] |= sampled_eval("base", cfg.model.policy, cfg, args.out, args.sample_n, args.sample_questions)
@@ -201,6 +223,11 @@ def main() -> None:
         print(
             f"{name:8} {r['steps']:5d} {r['pass@1']:7.3f} {r['delta']:+9.3f} {ci:>17} {r['wall_s'] / 60:8.1f}  {curve}"
         )
+    c = summary["seed_contamination"]
+    print(
+        f"seeds the serl arm's contamination check would drop (ROUGE-L F > {c['threshold']} against a held-out "
+        f"question): {c['flagged']}/{c['seeds']}; the maj and gt arms train on them unscreened"
+    )
     write_json(args.out / "summary.json", summary)
     print(json.dumps(summary))
 
