@@ -15,6 +15,10 @@ It also counts the seeds that the serl arm's contamination check (selfinstruct.c
 maj and gt train on the seeds unscreened, so a high count means serl is barred from problems the others train on.
 
     .venv/bin/python benchmarks/bench_selfplay.py [--preset cpu-learn] [--arms serl,maj,gt,shuffle] [--out DIR]
+        [--heldout-slice START:END] [--set KEY=VALUE ...]
+
+--heldout-slice evaluates on other questions of the preset's held-out set than its first eval.max_samples: a setting
+chosen by looking at one slice's curves is then measured on questions that played no part in choosing it.
 
 Interrupted, the same command goes on where it stopped: finished arms are read back, a started one resumes from
 its last checkpoint (`serl train --resume`). Deterministic for a given preset and seed (train.seed): every sample is
@@ -118,6 +122,28 @@ def seed_contamination(cfg: Any) -> dict[str, Any]:
     return {"threshold": threshold, "seeds": len(seeds), "flagged": flagged, "share": round(flagged / len(seeds), 4)}
 
 
+def heldout_slice(cfg: Any, span: str, out: Path) -> list[str]:
+    """Overrides that make questions START:END of the preset's held-out set the held-out set, written to a JSONL
+    file under OUT: a slice that was not looked at when a setting was chosen from another slice's curves."""
+    from serl.data import load_problems
+    from serl.io import atomic_write_text
+
+    start, _, end = span.partition(":")
+    e = cfg.eval
+    problems = load_problems(e.datasets[0], e.input_key, e.label_key)[int(start or 0) : int(end) if end else None]
+    if not problems:
+        raise SystemExit(f"--heldout-slice {span}: no questions in {e.datasets[0]} ({len(problems)} there)")
+    path = out / f"heldout-{span.replace(':', '-')}.jsonl"
+    rows = [{"id": p.id, "problem": p.prompt, "answer": p.label} for p in problems]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    return [
+        f"eval.datasets=[{path}]",
+        "eval.input_key=problem",
+        "eval.label_key=answer",
+        f"eval.max_samples={len(rows)}",
+    ]
+
+
 def write_json(path: Path, value: Any) -> None:
     from serl.io import atomic_write_json
 
@@ -134,6 +160,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-selfplay")
     parser.add_argument("--sample-n", type=int, default=8, help="samples per question of the final sampled eval")
     parser.add_argument("--sample-questions", type=int, default=50, help="held-out questions in the sampled eval")
+    parser.add_argument(
+        "--heldout-slice",
+        metavar="START:END",
+        help="evaluate on these questions of the preset's held-out set instead of its first eval.max_samples",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every child (OMP_NUM_THREADS)")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -150,9 +181,11 @@ def main() -> None:
     training = [a for a in TRAINING_ORDER if a in arms]
     if not training:
         raise SystemExit("name at least one training arm: base is step 0 of the first one's evaluation")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.heldout_slice:
+        args.overrides += heldout_slice(load_config(args.preset, args.overrides), args.heldout_slice, args.out)
     cfg = load_config(args.preset, args.overrides)
     dataset = set_name(cfg.eval.datasets[0])
-    args.out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(training):
