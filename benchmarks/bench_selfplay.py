@@ -15,10 +15,15 @@ It also counts the seeds that the serl arm's contamination check (selfinstruct.c
 maj and gt train on the seeds unscreened, so a high count means serl is barred from problems the others train on.
 
     .venv/bin/python benchmarks/bench_selfplay.py [--preset cpu-learn] [--arms serl,maj,gt,shuffle] [--out DIR]
-        [--heldout-slice START:END] [--set KEY=VALUE ...]
+        [--heldout-slice START:END] [--seeds S1,S2,...] [--set KEY=VALUE ...]
 
 --heldout-slice evaluates on other questions of the preset's held-out set than its first eval.max_samples: a setting
 chosen by looking at one slice's curves is then measured on questions that played no part in choosing it.
+
+--seeds runs every arm once per training seed (train.seed), under OUT/seed-S, and judges the targets on the gains
+pooled over the seeds, with a bootstrap that resamples seeds and questions. Runs that differ only in the training
+seed can land far apart (on level 1 at 8 steps the shuffled control moved 23 points between seeds on the same 300
+questions), and the per-run interval covers only the questions.
 
 Interrupted, the same command goes on where it stopped: finished arms are read back, a started one resumes from
 its last checkpoint (`serl train --resume`). Deterministic for a given preset and seed (train.seed): every sample is
@@ -150,6 +155,130 @@ def write_json(path: Path, value: Any) -> None:
     atomic_write_json(path, value)
 
 
+def measure(args: argparse.Namespace, arms: list[str], training: list[str], overrides: list[str], out: Path) -> dict:
+    """Train every arm under OUT (or read back the finished ones) and compare each with base on the held-out set:
+    the run's summary, and the per-question answers (base and each arm's last evaluation) that pooling needs."""
+    from serl.config import load_config
+    from serl.evaluation.metrics import paired_bootstrap
+    from serl.report.reading import load_run
+    from serl.trainer.evals import set_name
+
+    out.mkdir(parents=True, exist_ok=True)
+    if args.heldout_slice:
+        overrides = [*overrides, *heldout_slice(load_config(args.preset, overrides), args.heldout_slice, out)]
+    cfg = load_config(args.preset, overrides)
+    dataset = set_name(cfg.eval.datasets[0])
+
+    results: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(training):
+        state = train_arm(name, args.preset, [*overrides, *ARMS[name]], out, evaluate_start=i == 0)
+        results[name] = {"wall_s": round(state["wall_s"], 1), "invocations": state["invocations"]}
+
+    first = load_run(out / training[0])
+    answers = first.answers.get(dataset, {})
+    if 0 not in answers:
+        raise SystemExit(f"{training[0]}: no step-0 evaluation of {dataset} in {out / training[0]}")
+    base = answers[0]
+    questions = sorted(base)
+    summary: dict[str, Any] = {"preset": args.preset, "dataset": dataset, "questions": len(questions)}
+    summary["train_seed"] = cfg.train.seed
+    summary["seed_contamination"] = seed_contamination(cfg)
+    summary["base"] = {"pass@1": round(sum(base.values()) / len(base), 4)}
+    if "base" in arms:
+        summary["base"] |= sampled_eval("base", cfg.model.policy, cfg, out, args.sample_n, args.sample_questions)
+    finals: dict[str, dict[str, float]] = {}  # each arm's last held-out answers, question by question
+    for name in training:
+        run = load_run(out / name)
+        steps = sorted(run.answers[dataset])
+        final = finals[name] = run.answers[dataset][steps[-1]]
+        diff = paired_bootstrap([base[q] for q in questions], [final[q] for q in questions])
+        curve = [[s, round(sum(run.answers[dataset][s].values()) / len(run.answers[dataset][s]), 4)] for s in steps]
+        if steps[0] != 0:
+            curve.insert(0, [0, summary["base"]["pass@1"]])
+        export = sorted((out / name / "checkpoints").glob("iter_*_hf"))[-1]
+        results[name] |= {
+            "steps": steps[-1],
+            "pass@1": round(sum(final.values()) / len(final), 4),
+            "delta": round(diff.difference, 4),
+            "ci95": [round(diff.low, 4), round(diff.high, 4)],
+            "curve": curve,
+            **sampled_eval(name, str(export), cfg, out, args.sample_n, args.sample_questions),
+        }
+    summary["arms"] = results
+    if "serl" in finals and "shuffle" in finals:
+        paired = paired_bootstrap([finals["shuffle"][q] for q in questions], [finals["serl"][q] for q in questions])
+        summary["serl_minus_shuffle"] = rounded(paired)
+    return {"summary": summary, "base": base, "finals": finals, "questions": questions}
+
+
+def rounded(diff: Any) -> dict[str, Any]:
+    return {"delta": round(diff.difference, 4), "ci95": [round(diff.low, 4), round(diff.high, 4)]}
+
+
+def judge(gains: dict[str, dict[str, Any]], serl_minus_shuffle: dict[str, Any] | None, serl_wall_s: float | None):
+    """The issue's targets from each arm's gain over base ({"delta", "ci95"}), the serl − shuffle difference and
+    the serl arm's wall time (the longest one, over seeds)."""
+    targets: dict[str, bool] = {}
+    serl, gt, shuffle = (gains[a]["delta"] if a in gains else None for a in ("serl", "gt", "shuffle"))
+    if serl is not None:
+        targets["serl_gain_at_least_5_points_ci_above_0"] = serl >= 0.05 and gains["serl"]["ci95"][0] > 0
+        targets["serl_within_45_min"] = serl_wall_s is not None and serl_wall_s <= 45 * 60
+    if serl is not None and gt is not None:
+        targets["serl_gain_at_least_half_of_gt"] = gt > 0 and serl >= gt / 2
+    if shuffle is not None:
+        below_serl = serl_minus_shuffle is not None and serl_minus_shuffle["ci95"][0] > 0
+        targets["shuffle_no_significant_gain"] = gains["shuffle"]["ci95"][0] <= 0 or below_serl
+    return targets
+
+
+def print_run(summary: dict[str, Any]) -> None:
+    print(f"train.seed={summary['train_seed']}")
+    print(
+        f"{'arm':8} {'steps':>5} {'pass@1':>7} {'Δ vs base':>9} {'95 % CI':>17} {'wall min':>8}  curve (step: pass@1)"
+    )
+    print(f"{'base':8} {0:5d} {summary['base']['pass@1']:7.3f}")
+    for name, r in summary["arms"].items():
+        ci = f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+        curve = " ".join(f"{s}:{a:.3f}" for s, a in r["curve"])
+        print(
+            f"{name:8} {r['steps']:5d} {r['pass@1']:7.3f} {r['delta']:+9.3f} {ci:>17} {r['wall_s'] / 60:8.1f}  {curve}"
+        )
+    c = summary["seed_contamination"]
+    print(
+        f"seeds the serl arm's contamination check would drop (ROUGE-L F > {c['threshold']} against a held-out "
+        f"question): {c['flagged']}/{c['seeds']}; the maj and gt arms train on them unscreened"
+    )
+
+
+def pool_seeds(runs: dict[int, dict]) -> dict[str, Any]:
+    """Each arm's gain over base and serl − shuffle, pooled over the training seeds with the seed × question
+    bootstrap: the interval covers what a different seed would have given, not only different questions."""
+    from serl.evaluation.metrics import seed_question_bootstrap
+
+    seeds = list(runs)
+    questions = runs[seeds[0]]["questions"]
+    for seed, run in runs.items():
+        if run["questions"] != questions:
+            raise SystemExit(f"train.seed={seed} was evaluated on other questions than train.seed={seeds[0]}")
+
+    def pooled(minuend: str, subtrahend: str | None) -> dict[str, Any]:
+        rows = []
+        for run in runs.values():
+            later, earlier = run["finals"][minuend], run["finals"][subtrahend] if subtrahend else run["base"]
+            rows.append([later[q] - earlier[q] for q in questions])
+        per_seed = [round(sum(row) / len(row), 4) for row in rows]
+        return rounded(seed_question_bootstrap(rows)) | {"per_seed": per_seed}
+
+    arms = list(runs[seeds[0]]["finals"])
+    result: dict[str, Any] = {"seeds": seeds, "arms": {name: pooled(name, None) for name in arms}}
+    for name in arms:
+        walls = [run["summary"]["arms"][name]["wall_s"] for run in runs.values()]
+        result["arms"][name] |= {"wall_s_max": max(walls), "wall_s_mean": round(sum(walls) / len(walls), 1)}
+    if "serl" in arms and "shuffle" in arms:
+        result["serl_minus_shuffle"] = pooled("serl", "shuffle")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cpu-learn")
@@ -165,14 +294,15 @@ def main() -> None:
         metavar="START:END",
         help="evaluate on these questions of the preset's held-out set instead of its first eval.max_samples",
     )
+    parser.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="training seeds (train.seed): every arm runs once per seed under OUT/seed-S, and the targets are judged "
+        "on the gains pooled over seeds, with a bootstrap over seeds and questions",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every child (OMP_NUM_THREADS)")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-
-    from serl.config import load_config
-    from serl.evaluation.metrics import paired_bootstrap
-    from serl.report.reading import load_run
-    from serl.trainer.evals import set_name
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = sorted(set(arms) - {"base", *ARMS})
@@ -181,88 +311,47 @@ def main() -> None:
     training = [a for a in TRAINING_ORDER if a in arms]
     if not training:
         raise SystemExit("name at least one training arm: base is step 0 of the first one's evaluation")
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.heldout_slice:
-        args.overrides += heldout_slice(load_config(args.preset, args.overrides), args.heldout_slice, args.out)
-    cfg = load_config(args.preset, args.overrides)
-    dataset = set_name(cfg.eval.datasets[0])
+    seeds = parse_seeds(args.seeds) if args.seeds else []
 
-    results: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(training):
-        state = train_arm(name, args.preset, [*args.overrides, *ARMS[name]], args.out, evaluate_start=i == 0)
-        results[name] = {"wall_s": round(state["wall_s"], 1), "invocations": state["invocations"]}
-
-    first = load_run(args.out / training[0])
-    answers = first.answers.get(dataset, {})
-    if 0 not in answers:
-        raise SystemExit(f"{training[0]}: no step-0 evaluation of {dataset} in {args.out / training[0]}")
-    base = answers[0]
-    questions = sorted(base)
-    summary: dict[str, Any] = {"preset": args.preset, "dataset": dataset, "questions": len(questions)}
-    summary["seed_contamination"] = seed_contamination(cfg)
-    summary["base"] = {"pass@1": round(sum(base.values()) / len(base), 4)}
-    if "base" in arms:
-        summary["base"] |= sampled_eval("base", cfg.model.policy, cfg, args.out, args.sample_n, args.sample_questions)
-    finals: dict[str, dict[str, float]] = {}  # each arm's last held-out answers, question by question
-    for name in training:
-        run = load_run(args.out / name)
-        steps = sorted(run.answers[dataset])
-        final = finals[name] = run.answers[dataset][steps[-1]]
-        diff = paired_bootstrap([base[q] for q in questions], [final[q] for q in questions])
-        curve = [[s, round(sum(run.answers[dataset][s].values()) / len(run.answers[dataset][s]), 4)] for s in steps]
-        if steps[0] != 0:
-            curve.insert(0, [0, summary["base"]["pass@1"]])
-        export = sorted((args.out / name / "checkpoints").glob("iter_*_hf"))[-1]
-        results[name] |= {
-            "steps": steps[-1],
-            "pass@1": round(sum(final.values()) / len(final), 4),
-            "delta": round(diff.difference, 4),
-            "ci95": [round(diff.low, 4), round(diff.high, 4)],
-            "curve": curve,
-            **sampled_eval(name, str(export), cfg, args.out, args.sample_n, args.sample_questions),
-        }
-    summary["arms"] = results
-
-    def gain(arm: str) -> float | None:
-        return results[arm]["delta"] if arm in results else None
-
-    serl, gt, shuffle = gain("serl"), gain("gt"), gain("shuffle")
-    targets: dict[str, bool | None] = {}
-    if serl is not None:
-        targets["serl_gain_at_least_5_points_ci_above_0"] = serl >= 0.05 and results["serl"]["ci95"][0] > 0
-        targets["serl_within_45_min"] = results["serl"]["wall_s"] <= 45 * 60
-    if serl is not None and gt is not None:
-        targets["serl_gain_at_least_half_of_gt"] = gt > 0 and serl >= gt / 2
-    if shuffle is not None:
-        no_gain = results["shuffle"]["ci95"][0] <= 0
-        below_serl = None
-        if serl is not None:
-            paired = paired_bootstrap([finals["shuffle"][q] for q in questions], [finals["serl"][q] for q in questions])
-            below_serl = paired.low > 0
-            summary["serl_minus_shuffle"] = {
-                "delta": round(paired.difference, 4),
-                "ci95": [round(paired.low, 4), round(paired.high, 4)],
-            }
-        targets["shuffle_no_significant_gain"] = no_gain or bool(below_serl)
-    summary["targets"] = targets
-
-    print(
-        f"{'arm':8} {'steps':>5} {'pass@1':>7} {'Δ vs base':>9} {'95 % CI':>17} {'wall min':>8}  curve (step: pass@1)"
-    )
-    print(f"{'base':8} {0:5d} {summary['base']['pass@1']:7.3f}")
-    for name, r in results.items():
-        ci = f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
-        curve = " ".join(f"{s}:{a:.3f}" for s, a in r["curve"])
-        print(
-            f"{name:8} {r['steps']:5d} {r['pass@1']:7.3f} {r['delta']:+9.3f} {ci:>17} {r['wall_s'] / 60:8.1f}  {curve}"
+    if not seeds:
+        run = measure(args, arms, training, args.overrides, args.out)
+        summary = run["summary"]
+        print_run(summary)
+        serl_wall = summary["arms"]["serl"]["wall_s"] if "serl" in summary["arms"] else None
+        summary["targets"] = judge(summary["arms"], summary.get("serl_minus_shuffle"), serl_wall)
+    else:
+        runs = {}
+        for seed in seeds:  # seed by seed, so that a stopped bench has whole seeds to show
+            runs[seed] = measure(
+                args, arms, training, [*args.overrides, f"train.seed={seed}"], args.out / f"seed-{seed}"
+            )
+            print_run(runs[seed]["summary"])
+        pooled = pool_seeds(runs)
+        summary = {k: runs[seeds[0]]["summary"][k] for k in ("preset", "dataset", "questions", "seed_contamination")}
+        summary |= {"per_seed": {str(s): run["summary"] for s, run in runs.items()}, "pooled": pooled}
+        serl_wall = pooled["arms"]["serl"]["wall_s_max"] if "serl" in pooled["arms"] else None
+        summary["targets"] = judge(pooled["arms"], pooled.get("serl_minus_shuffle"), serl_wall)
+        print(f"pooled over train.seed in {seeds} (bootstrap over seeds and questions)")
+        rows = [*pooled["arms"].items()] + (
+            [("serl-shuffle", pooled["serl_minus_shuffle"])] if "serl_minus_shuffle" in pooled else []
         )
-    c = summary["seed_contamination"]
-    print(
-        f"seeds the serl arm's contamination check would drop (ROUGE-L F > {c['threshold']} against a held-out "
-        f"question): {c['flagged']}/{c['seeds']}; the maj and gt arms train on them unscreened"
-    )
+        for name, r in rows:
+            per_seed = " ".join(f"{d:+.3f}" for d in r["per_seed"])
+            print(f"{name:12} Δ {r['delta']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]  per seed: {per_seed}")
+    print("targets:", ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in summary["targets"].items()))
     write_json(args.out / "summary.json", summary)
     print(json.dumps(summary))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'42,1,2' -> [42, 1, 2]; each seed once, in the order given."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds {text!r}: give comma-separated integers, e.g. 42,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds {text!r}: give at least one seed, each once")
+    return seeds
 
 
 if __name__ == "__main__":

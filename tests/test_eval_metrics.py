@@ -15,6 +15,7 @@ from serl.evaluation.metrics import (
     pass_at_k,
     sample_ks,
     sampled_metrics,
+    seed_question_bootstrap,
 )
 from serl.evaluation.outputs import read_records
 
@@ -164,3 +165,34 @@ def test_paired_bootstrap_pairs_the_questions() -> None:
     assert paired_bootstrap(a, a[::-1], seed=3) == paired_bootstrap(a, a[::-1], seed=3)  # deterministic
     with pytest.raises(ValueError, match="equally long"):
         paired_bootstrap([True], [True, False])
+
+
+def test_seed_question_bootstrap_spans_the_seeds() -> None:
+    # Two training seeds, 50 questions: seed A changed nothing, seed B fixed every question. Resampling questions
+    # alone cannot see that (every row is constant: a zero-width interval per seed); resampling the two seeds gives
+    # pooled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the 95 % interval is [0, 1] around 0.5.
+    result = seed_question_bootstrap([[0.0] * 50, [1.0] * 50], resamples=20_000, seed=2)
+    assert (result.difference, result.low, result.high, result.questions) == (0.5, 0.0, 1.0, 50)
+    assert not result.excludes_zero
+    agreeing = seed_question_bootstrap([[1.0] * 50, [1.0] * 50], resamples=2_000)  # seeds agree: no spread at all
+    assert (agreeing.difference, agreeing.low, agreeing.high) == (1.0, 1.0, 1.0) and agreeing.excludes_zero
+
+
+def test_seed_question_bootstrap_of_one_seed_is_the_paired_interval() -> None:
+    # The hand-valued case above (B fixes 3 of 10 questions): Binomial(10, 0.3)/10 quantiles, 0 and 0.6.
+    a = [False] * 3 + [True] * 4 + [False] * 3
+    b = [True] * 3 + [True] * 4 + [False] * 3
+    row = [float(y) - float(x) for x, y in zip(a, b, strict=True)]
+    result = seed_question_bootstrap([row], resamples=20_000, seed=1)
+    assert result.difference == pytest.approx(0.3)
+    assert result.low == pytest.approx(0.0) and result.high == pytest.approx(0.6)
+    # Three seeds that differ (+0.2, +0.3, +0.4 on 100 questions) widen the interval past the one-seed one.
+    rows = [[1.0] * k + [0.0] * (100 - k) for k in (20, 30, 40)]
+    pooled = seed_question_bootstrap(rows, resamples=20_000, seed=1)
+    one = seed_question_bootstrap(rows[1:2], resamples=20_000, seed=1)
+    assert pooled.difference == pytest.approx(0.3) and pooled.high - pooled.low > one.high - one.low
+    assert seed_question_bootstrap(rows, seed=4) == seed_question_bootstrap(rows, seed=4)  # deterministic
+    with pytest.raises(ValueError, match="equally long"):
+        seed_question_bootstrap([[0.0, 1.0], [1.0]])
+    with pytest.raises(ValueError, match="non-empty"):
+        seed_question_bootstrap([])

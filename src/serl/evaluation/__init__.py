@@ -18,6 +18,7 @@ _EXPORTS = {
     "paired_bootstrap": "metrics",
     "pass_at_k": "metrics",
     "sampled_metrics": "metrics",
+    "seed_question_bootstrap": "metrics",
     "evaluate_mmlu_pro": "mmlu_pro",
     "load_questions": "mmlu_pro",
     "mmlu_metrics": "mmlu_pro",

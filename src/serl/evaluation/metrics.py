@@ -138,3 +138,31 @@ def paired_bootstrap(
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return PairedDifference(float(diffs.mean()), float(low), float(high), len(diffs))
+
+
+def seed_question_bootstrap(
+    differences: Sequence[Sequence[float]], *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
+) -> PairedDifference:
+    """The mean of per-question differences pooled over training seeds (one row per seed, the same questions in
+    every row), with a percentile interval that resamples both: each resample draws the seeds with replacement and,
+    independently, the questions with replacement, and averages the crossed cells.
+
+    Resampling questions alone says how sure one run is about these weights; when runs that differ only in the
+    training seed land far apart, that interval is too narrow for a claim about the method. With one row this is
+    `paired_bootstrap`'s interval. Deterministic for a given seed.
+    """
+    rows = [list(row) for row in differences]
+    if not rows or not rows[0] or any(len(row) != len(rows[0]) for row in rows):
+        raise ValueError(f"need one non-empty row per seed, all equally long, got lengths {[len(r) for r in rows]}")
+    if not 0.0 < level < 1.0 or resamples < 1:
+        raise ValueError("level must lie in (0, 1) and resamples be at least 1")
+    table = np.asarray(rows, dtype=np.float64)
+    n_seeds, n_questions = table.shape
+    rng = np.random.default_rng(seed)
+    # Drawing with replacement, as counts: resample r weighs seed s by seed_counts[r, s], question q likewise.
+    seed_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=resamples)
+    question_counts = rng.multinomial(n_questions, np.full(n_questions, 1.0 / n_questions), size=resamples)
+    means = ((seed_counts @ table) * question_counts).sum(axis=1) / (n_seeds * n_questions)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return PairedDifference(float(table.mean()), float(low), float(high), n_questions)
