@@ -11,6 +11,8 @@ Each training arm is `serl train --preset PRESET` with the arm's overrides, run 
 (each gets the whole machine), evaluated in training every `eval.every` steps with greedy pass@1 on the preset's
 held-out set (the curve), and at its end on a slice with n samples (mean@n, maj@n, pass@n, via `serl eval`). Each
 arm's final pass@1 is compared with base question by question: the paired bootstrap 95 % CI of the difference.
+Where an arm trains on labelled problems (maj, gt), it also reports how often the majority answer equalled the hidden
+label and a response's self-reward its ground-truth reward (means over steps).
 It also counts the seeds that the serl arm's contamination check (selfinstruct.contamination_threshold) would drop:
 maj and gt train on the seeds unscreened, so a high count means serl is barred from problems the others train on.
 
@@ -202,6 +204,7 @@ def measure(args: argparse.Namespace, arms: list[str], training: list[str], over
             "delta": round(diff.difference, 4),
             "ci95": [round(diff.low, 4), round(diff.high, 4)],
             "curve": curve,
+            **vote_accuracy(run),
             **sampled_eval(name, str(export), cfg, out, args.sample_n, args.sample_questions),
         }
     summary["arms"] = results
@@ -209,6 +212,16 @@ def measure(args: argparse.Namespace, arms: list[str], training: list[str], over
         paired = paired_bootstrap([finals["shuffle"][q] for q in questions], [finals["serl"][q] for q in questions])
         summary["serl_minus_shuffle"] = rounded(paired)
     return {"summary": summary, "base": base, "finals": finals, "questions": questions}
+
+
+def vote_accuracy(run: Any) -> dict[str, float | None]:
+    """Where the training problems have labels (maj and gt arms), the means over steps of how often the majority
+    answer equals the hidden label and a response's self-reward its ground-truth reward (TTRL's two figures)."""
+    from serl import rundir as names
+    from serl.report.reading import mean, series
+
+    figures = {"label_accuracy": names.LABEL_ACCURACY, "reward_accuracy": names.REWARD_ACCURACY}
+    return {k: None if (m := mean(series(run, key)[1])) is None else round(m, 4) for k, key in figures.items()}
 
 
 def rounded(diff: Any) -> dict[str, Any]:

@@ -102,3 +102,16 @@ def test_bad_seed_lists_are_errors(text: str) -> None:
 
 def test_seed_lists_keep_their_order() -> None:
     assert bench_module().parse_seeds("42, 1,2") == [42, 1, 2]
+
+
+def test_vote_accuracy_is_the_mean_over_the_steps_that_logged_it() -> None:
+    from serl.report.reading import RunData
+
+    steps = [
+        {"step": 1, "reward/label_accuracy": 0.5, "reward/reward_accuracy": 0.75},
+        {"step": 2, "reward/label_accuracy": 0.25},  # reward accuracy not logged this step: not a zero
+    ]
+    run = RunData(run_dir=REPO, steps=steps, evals={}, instructions=[])
+    assert bench_module().vote_accuracy(run) == {"label_accuracy": 0.375, "reward_accuracy": 0.75}
+    unlabelled = RunData(run_dir=REPO, steps=[{"step": 1}], evals={}, instructions=[])  # serl mode: no labels
+    assert bench_module().vote_accuracy(unlabelled) == {"label_accuracy": None, "reward_accuracy": None}
