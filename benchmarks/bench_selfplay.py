@@ -201,8 +201,7 @@ def measure(args: argparse.Namespace, arms: list[str], training: list[str], over
         results[name] |= {
             "steps": steps[-1],
             "pass@1": round(sum(final.values()) / len(final), 4),
-            "delta": round(diff.difference, 4),
-            "ci95": [round(diff.low, 4), round(diff.high, 4)],
+            **rounded(diff),
             "curve": curve,
             **vote_accuracy(run),
             **sampled_eval(name, str(export), cfg, out, args.sample_n, args.sample_questions),
@@ -277,7 +276,8 @@ def pool_seeds(runs: dict[int, dict]) -> dict[str, Any]:
     def pooled(minuend: str, subtrahend: str | None) -> dict[str, Any]:
         rows = []
         for run in runs.values():
-            later, earlier = run["finals"][minuend], run["finals"][subtrahend] if subtrahend else run["base"]
+            later = run["finals"][minuend]
+            earlier = run["finals"][subtrahend] if subtrahend else run["base"]
             rows.append([later[q] - earlier[q] for q in questions])
         per_seed = [round(sum(row) / len(row), 4) for row in rows]
         return rounded(seed_question_bootstrap(rows)) | {"per_seed": per_seed}
