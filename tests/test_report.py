@@ -56,6 +56,9 @@ def step_record(step: int) -> dict:
         "selfinstruct/screened": 7,
         "selfinstruct/contaminated": int(step % 2 == 0),
         "selfinstruct/contaminated_share": int(step % 2 == 0) / 7,
+        # 3 within ROUGE-L 0.7 of a held-out question on steps 1-4, none later: pooled 12 / 70
+        "selfinstruct/near_held_out": 3 * (step <= 4),
+        "selfinstruct/near_held_out_share": 3 * (step <= 4) / 7,
         "train/reward": 0.25 if step <= 5 else 0.75,  # mean 0.5
         "train/loss": 0.05 - 0.002 * step,
         "train/kl": 0.001 * step,
@@ -192,6 +195,7 @@ def test_summary_numbers_match_hand_computed(run_dir: Path) -> None:
     assert s["kept_pool"] == 20 and "selfinstruct/kept_pool" not in s["counts"]
     assert s["contaminated_share"] == pytest.approx(5 / 70) and "selfinstruct/contaminated_share" not in s["counts"]
     assert s["counts"]["selfinstruct/contaminated"] == 5
+    assert s["near_held_out_share"] == pytest.approx(12 / 70) and "selfinstruct/near_held_out_share" not in s["counts"]
 
 
 def test_report_writes_plots_summary_and_html(run_dir: Path, report_paths: dict[str, Path]) -> None:

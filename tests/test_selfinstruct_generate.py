@@ -205,7 +205,8 @@ def test_serl_train_and_serl_generate_run_the_same_round(tmp_path):
 
 def test_contamination_threshold_decides_which_generated_problems_count_as_held_out_copies(tmp_path):
     """`serl train` screens generated problems against the held-out questions at selfinstruct.contamination_threshold:
-    at 0.7 a near-copy (one number changed) is dropped, at 0.99 only a token-identical one is."""
+    at 0.7 a near-copy (one number changed) is dropped, at 0.99 only a token-identical one is. Whatever the drop
+    bound, the step's metrics count the candidates within ROUGE-L 0.7 of a held-out question."""
     from serl.data import Problem
     from serl.models import load_tokenizer
     from serl.trainer.logger import RunLogger
@@ -215,7 +216,7 @@ def test_contamination_threshold_decides_which_generated_problems_count_as_held_
     # and "What is 15 percent of 80?" (6 tokens). Against "What is 15 percent of 90?" the second has LCS 5: F = 5/6;
     # "What is 15 percent of 80." is token-identical to it (F = 1).
     held_out = ["What is 15 percent of 90?", "What is 15 percent of 80."]
-    fates = {}
+    fates, metrics = {}, {}
     for threshold, held in ((0.7, held_out[:1]), (0.99, held_out[:1]), (0.99, held_out)):
         cfg = load_config(LOOP_PRESET, [*TINY, f"selfinstruct.contamination_threshold={threshold}"])
         run_dir = tmp_path / f"{threshold}-{len(held)}"
@@ -225,9 +226,18 @@ def test_contamination_threshold_decides_which_generated_problems_count_as_held_
         source.next_batch(1, step=1, attempt=1)
         records = read_jsonl(run_dir / "instructions" / "iter_0001.jsonl")[0]
         fates[threshold, len(held)] = [r["fate"] for r in records if r["text"].startswith("What is 15")]
+        near = [r for r in records if r.get("near_held_out")]
+        assert near and all(r["text"] == "What is 15 percent of 80?" for r in near)
+        metrics[threshold, len(held)] = source.step_metrics()
     assert fates[0.7, 1][0] == "rejected:contamination"
     assert fates[0.99, 1][0] == "accepted"
     assert fates[0.99, 2][0] == "rejected:contamination"
+    for key, contaminated in (((0.7, 1), 1), ((0.99, 1), 0), ((0.99, 2), 1)):
+        m = metrics[key]
+        assert m["selfinstruct/near_held_out"] == len(fates[key]) and m[
+            "selfinstruct/contaminated"
+        ] == contaminated * len(fates[key])
+        assert m["selfinstruct/near_held_out_share"] == m["selfinstruct/near_held_out"] / m["selfinstruct/screened"] > 0
 
 
 def test_with_the_examples_in_the_assistant_turn_the_first_item_is_the_reply_continuing_the_list(tmp_path):

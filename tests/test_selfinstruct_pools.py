@@ -200,13 +200,20 @@ def test_contaminated_candidates_are_dropped_or_marked(tmp_path):
         "rejected:novelty",
     ]
     train = records[4]
-    assert train["contaminated"] and train["held_out_score"] == pytest.approx(18 / 19)
+    assert train["contaminated"] and train["near_held_out"] and train["held_out_score"] == pytest.approx(18 / 19)
     assert train["held_out"].endswith("When does it stop?")
     kept = screen_responses(
         ROUND_1, Pools(seeds=SEEDS), NoveltyIndex(0.7), step=0, held_out=held_out, drop_contaminated=False
     )
     assert [r["fate"] for r in kept] == [f if f != "rejected:contamination" else "accepted" for f in fates]
     assert kept[4]["contaminated"] and not any(r.get("contaminated") for i, r in enumerate(kept) if i != 4)
+    # a drop bound above the item's score (18/19) keeps it, still marked as near the held-out set (F > 0.7)
+    loose = screen_responses(
+        ROUND_1, Pools(seeds=SEEDS), NoveltyIndex(0.7), step=0, held_out=held_out, contamination_threshold=0.99
+    )
+    assert loose[4]["fate"] == "accepted" and loose[4]["near_held_out"] and not loose[4]["contaminated"]
+    with pytest.raises(ValueError, match="held-out index's threshold"):  # its scores would not be exact at 0.7
+        screen_responses(ROUND_1, Pools(seeds=SEEDS), NoveltyIndex(0.7), step=0, held_out=NoveltyIndex(0.99))
     log = InstructionLog(tmp_path, iteration=1)
     log.write(records, pools)  # the log and the pools know the new fate
     assert list(pools.history) == [2] and rebuild_pools(tmp_path, SEEDS).next_id == 6

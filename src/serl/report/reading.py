@@ -229,7 +229,7 @@ def logged_keys(run: RunData, prefixes: tuple[str, ...]) -> set[str]:
 def count_keys(run: RunData) -> list[str]:
     """The per-step counters of the difficulty filter and of self-instruction, as logged."""
     counters = logged_keys(run, (names.FILTER_GROUPS, names.SELFINSTRUCT))
-    return sorted(counters - {names.KEPT_POOL, names.CONTAMINATED_SHARE})  # a size and a ratio, not counts
+    return sorted(counters - {names.KEPT_POOL, names.CONTAMINATED_SHARE, names.NEAR_HELD_OUT_SHARE})  # a size, ratios
 
 
 def time_keys(run: RunData) -> list[tuple[str, str]]:

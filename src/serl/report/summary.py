@@ -56,6 +56,7 @@ def summarize(run: RunData) -> dict[str, Any]:
         "kept_pool": (series(run, names.KEPT_POOL)[1] or [None])[-1],
         "kept_ratio": kept_ratio,
         "contaminated_share": _pooled(run, names.CONTAMINATED, names.SCREENED),
+        "near_held_out_share": _pooled(run, names.NEAR_HELD_OUT, names.SCREENED),
         "total_time_s": max(elapsed) if elapsed else (sum(series(run, names.STEP_TIME)[1]) or None),
         "time_by_phase_s": time_by_phase,
         "eval": evals,
@@ -114,7 +115,8 @@ def summary_tables(run: RunData, summary: dict[str, Any]) -> list[Table]:
         ["mean train reward", _num(summary["mean_train_reward"])],
         ["kept ratio (kept / scored groups)", _num(summary["kept_ratio"])],
         ["generated problems in the kept pool (last step)", _count(summary["kept_pool"])],
-        ["contaminated share (ROUGE-L F > threshold vs an eval question)", _num(summary["contaminated_share"])],
+        ["contaminated share (ROUGE-L F > the drop bound vs an eval question)", _num(summary["contaminated_share"])],
+        ["near-held-out share (ROUGE-L F > 0.7 vs an eval question)", _num(summary["near_held_out_share"])],
         ["total time", _duration(summary["total_time_s"])],
     ]
     phase_seconds = summary["time_by_phase_s"]

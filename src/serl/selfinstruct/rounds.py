@@ -72,6 +72,7 @@ def generation_round(
         max_words=si.max_words,
         held_out=held_out,
         drop_contaminated=si.drop_contaminated,
+        contamination_threshold=si.contamination_threshold,
     )
     if log is not None:
         log.write(records, pools)

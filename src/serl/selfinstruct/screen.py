@@ -14,6 +14,10 @@ from serl.selfinstruct.novelty import NoveltyIndex
 from serl.selfinstruct.parsing import extract_items
 from serl.selfinstruct.pools import Pools
 
+# The share of generated problems within this ROUGE-L F of a held-out question is always logged (`near_held_out`),
+# whatever selfinstruct.contamination_threshold drops: 0.7, the novelty filter's bound and the issue's measure.
+NEAR_HELD_OUT_BOUND = 0.7
+
 
 def seed_key(index: int) -> str:
     return f"seed:{index}"
@@ -55,15 +59,18 @@ def screen_responses(
     max_words: int = 150,
     held_out: NoveltyIndex | None = None,
     drop_contaminated: bool = True,
+    contamination_threshold: float = NEAR_HELD_OUT_BOUND,
 ) -> list[dict[str, Any]]:
     """One record per parsed item, ids from `pools.next_id` on: `rejected:rule:<name>`, `rejected:novelty` or
     `accepted` (the last two with the max ROUGE-L F and the nearest text). Accepted items join INDEX at once,
     so later items of the same round are compared with them, as in the reference.
 
-    HELD_OUT (an index of the evaluation questions): an item that passes the rules and is too close to one of them
-    (ROUGE-L F above the index's threshold) is marked `contaminated` with that score and text; with
-    DROP_CONTAMINATED it is `rejected:contamination` and never trained on, so a gain on the held-out set cannot come
-    from training on near-copies of it."""
+    HELD_OUT (an index of the evaluation questions, its threshold at most both bounds below): an item that passes the
+    rules and scores ROUGE-L F above NEAR_HELD_OUT_BOUND against one of them is marked `near_held_out`, and above
+    CONTAMINATION_THRESHOLD `contaminated`, both with that score and text. With DROP_CONTAMINATED a contaminated item
+    is `rejected:contamination` and never trained on, so a gain on the held-out set cannot come from training on
+    near-copies of it. `near_held_out` is logged whatever the drop bound, so a run that drops only token-identical
+    copies (0.99) still reports how much of what it trained on lies within 0.7 of the held-out set."""
     sync_index(index, pools, scope)
     records: list[dict[str, Any]] = []
     for response in responses:
@@ -75,12 +82,20 @@ def screen_responses(
                 record["fate"] = f"rejected:rule:{rule}"
             records.append(record)
     if held_out is not None:
+        if held_out.threshold > min(NEAR_HELD_OUT_BOUND, contamination_threshold):
+            raise ValueError(  # its scores are exact only above its own threshold
+                f"the held-out index's threshold {held_out.threshold} is above a bound it must decide "
+                f"({NEAR_HELD_OUT_BOUND} or {contamination_threshold})"
+            )
         for record in (r for r in records if "fate" not in r):
             near = held_out.score(record["text"])
-            if not near.novel:
-                record |= {"contaminated": True, "held_out_score": near.score, "held_out": held_out.text(near.nearest)}
-                if drop_contaminated:
-                    record["fate"] = "rejected:contamination"
+            if near.novel:
+                continue
+            record |= {"held_out_score": near.score, "held_out": held_out.text(near.nearest)}
+            record["near_held_out"] = near.score > NEAR_HELD_OUT_BOUND
+            record["contaminated"] = near.score > contamination_threshold
+            if record["contaminated"] and drop_contaminated:
+                record["fate"] = "rejected:contamination"
     to_check = [r for r in records if "fate" not in r]
     results = index.check_and_add_many([(generated_key(r["id"]), r["text"]) for r in to_check])
     for record, result in zip(to_check, results, strict=True):

@@ -16,6 +16,7 @@ from serl.selfinstruct.novelty import NoveltyIndex
 from serl.selfinstruct.pools import InstructionLog, fate_record, rebuild_pools
 from serl.selfinstruct.prompts import load_instruction
 from serl.selfinstruct.rounds import generation_round
+from serl.selfinstruct.screen import NEAR_HELD_OUT_BOUND
 from serl.trainer.sources import Fate, RolloutProblem, StalledError
 
 
@@ -42,7 +43,9 @@ class InstructionSource:
         self.counts: Counter[str] = Counter()
         self.held_out: NoveltyIndex | None = None
         if held_out:
-            self.held_out = NoveltyIndex(threshold=self.si.contamination_threshold)
+            # scores are exact above the index's threshold: the lower of the logged bound and the drop bound
+            threshold = min(NEAR_HELD_OUT_BOUND, self.si.contamination_threshold)
+            self.held_out = NoveltyIndex(threshold=threshold)
             self.held_out.add_many((f"held-out:{i}", text) for i, text in enumerate(dict.fromkeys(held_out)))
         self.start_iteration(1)
         self._rebuild()
@@ -90,6 +93,7 @@ class InstructionSource:
         self.counts.update(r["fate"] for r in records)
         self.counts["screened"] += sum(not r["fate"].startswith("rejected:rule:") for r in records)
         self.counts["contaminated"] += sum(bool(r.get("contaminated")) for r in records)
+        self.counts["near_held_out"] += sum(bool(r.get("near_held_out")) for r in records)
 
     def observe(self, step: int, fates: Sequence[Fate]) -> None:
         """Log each generated problem's fate: kept / rejected:difficulty (with the filter's input), trained, expired.
@@ -116,6 +120,8 @@ class InstructionSource:
             out[names.CONTAMINATED] = self.counts["contaminated"]
             out[names.SCREENED] = self.counts["screened"]
             out[names.CONTAMINATED_SHARE] = self.counts["contaminated"] / max(1, self.counts["screened"])
+            out[names.NEAR_HELD_OUT] = self.counts["near_held_out"]
+            out[names.NEAR_HELD_OUT_SHARE] = self.counts["near_held_out"] / max(1, self.counts["screened"])
         for fate, count in self.counts.items():
             if fate.startswith("rejected:rule:"):
                 out[f"{prefix}rejected_rule:{fate.removeprefix('rejected:rule:')}"] = count
