@@ -10,6 +10,12 @@ instruction log (serl-mode arms): generated candidates, the share dropped as con
 threshold against a held-out question), and the problems trained on: how many match --template (a regex; the default
 is the bare "What is a op b?" form of the embedded arithmetic sets) and a few examples.
 
+How right the vote was (arms with a majority vote: serl, maj, shuffle): a bare "What is a op b?" problem has an answer
+that arithmetic gives, self-written or not, so the rollout log's groups on such problems are graded against it, as
+TTRL's label and reward accuracy are on labelled sets: how often the majority answer is right (all groups, the groups
+inside the run's difficulty band, and by the majority's votes), how often a response is right, and how often a
+response's vote reward equals its true reward inside the band.
+
 Prints one table per arm, then one JSON line with every figure.
 """
 
@@ -17,12 +23,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import re
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from serl.reward.ground_truth import gt_rewards
+
 DEFAULT_ARMS = "serl,gt,maj,shuffle"
+OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "x": operator.mul, "×": operator.mul}
+OPERATIONS |= {"/": operator.truediv, "÷": operator.truediv}
+BARE_ARITHMETIC = re.compile(r"^\s*What is (-?\d+(?:\.\d+)?) ?([-+*/×÷x]) ?(-?\d+(?:\.\d+)?)\s*\?\s*$")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -86,6 +101,70 @@ def instruction_anatomy(run_dir: Path, template: re.Pattern[str], examples: int)
     }
 
 
+def arithmetic_label(problem: str) -> str | None:
+    """The answer of a bare "What is a op b?" problem as a label ("-8", "\\frac{55}{2}"); None for any other problem."""
+    match = BARE_ARITHMETIC.match(problem)
+    if match is None:
+        return None
+    a, op, b = Fraction(match[1]), match[2], Fraction(match[3])
+    if op in "÷/" and b == 0:
+        return None
+    value = OPERATIONS[op](a, b)
+    if value.denominator == 1:
+        return str(value.numerator)
+    sign = "-" if value < 0 else ""
+    return f"{sign}\\frac{{{abs(value.numerator)}}}{{{value.denominator}}}"
+
+
+def vote_truth(run_dir: Path, num_workers: int = 0) -> dict[str, Any] | None:
+    """The vote graded against arithmetic on the rollout log's bare-arithmetic groups; None when there are none."""
+    records = [r for path in sorted((run_dir / "rollouts").glob("step_*.jsonl")) for r in read_jsonl(path)]
+    groups = [
+        (r, label)
+        for r in records
+        if r.get("majority_answer") is not None and (label := arithmetic_label(r["problem"]))
+    ]
+    if not groups:
+        return None
+    config_path = run_dir / "config.yaml"
+    reward_config = (
+        (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("reward", {})
+        if config_path.is_file()
+        else {}
+    )
+    low, high = reward_config.get("difficulty_low", 0.2), reward_config.get("difficulty_high", 0.8)
+    texts = [r["majority_answer"] for r, _ in groups] + [text for r, _ in groups for text in r["responses"]]
+    labels = [label for _, label in groups] + [label for r, label in groups for _ in r["responses"]]
+    truth = gt_rewards(texts, labels, num_workers=num_workers)
+    majority_right, response_right = truth[: len(groups)], iter(truth[len(groups) :])
+    by_votes: dict[int, list[int]] = {}
+    band_right = band_groups = agree = band_responses = 0
+    right = total = 0
+    for (record, _), majority_ok in zip(groups, majority_right, strict=True):
+        verdicts = [next(response_right) for _ in record["responses"]]
+        right, total = right + sum(v > 0 for v in verdicts), total + len(verdicts)
+        counts = by_votes.setdefault(round(record["majority_ratio"] * len(verdicts)), [0, 0])
+        counts[0], counts[1] = counts[0] + 1, counts[1] + int(majority_ok > 0)
+        if low <= record["majority_ratio"] <= high:
+            band_groups, band_right = band_groups + 1, band_right + int(majority_ok > 0)
+            band_responses += len(verdicts)
+            agree += sum((w > 0) == (v > 0) for w, v in zip(record["rewards"], verdicts, strict=True))
+    return {
+        "groups": len(groups),
+        "label_accuracy": round(sum(v > 0 for v in majority_right) / len(groups), 4),
+        "band": [low, high],
+        "band_groups": band_groups,
+        "band_label_accuracy": round(band_right / band_groups, 4) if band_groups else None,
+        "band_reward_accuracy": round(agree / band_responses, 4) if band_responses else None,
+        "response_accuracy": round(right / total, 4) if total else None,
+        "by_votes": {str(votes): {"groups": n, "majority_right": ok} for votes, (n, ok) in sorted(by_votes.items())},
+    }
+
+
+def percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bench_dir", type=Path, help="the --out directory of bench_selfplay.py")
@@ -111,12 +190,15 @@ def main() -> None:
         instructions = instruction_anatomy(run_dir, re.compile(args.template), args.examples)
         if instructions is not None:
             figures["instructions"] = instructions
+        truth = vote_truth(run_dir)
+        if truth is not None:
+            figures["vote_truth"] = truth
         summary["arms"][arm] = figures
 
         print(f"\n{arm}")
         print(f"  {'set':28} {'step':>5} {'pass@1':>7} {'no answer':>9} {'pattern':>7} {'cut':>5} {'chars':>7}")
         for name, by_step in figures.items():
-            if name == "instructions":
+            if name in ("instructions", "vote_truth"):
                 continue
             for step, a in by_step.items():
                 if a["questions"]:
@@ -132,6 +214,16 @@ def main() -> None:
             )
             for text in instructions["trained_examples"]:
                 print(f"    trained: {text[:100]!r}")
+        if truth is not None:
+            votes = ", ".join(f"{v}: {c['majority_right']}/{c['groups']}" for v, c in truth["by_votes"].items())
+            print(
+                f"  vote against arithmetic: {truth['groups']} bare-arithmetic groups, majority right "
+                f"{percent(truth['label_accuracy'])}; in the band {truth['band']}: {truth['band_groups']} groups, "
+                f"majority right {percent(truth['band_label_accuracy'])}, reward = true reward for "
+                f"{percent(truth['band_reward_accuracy'])} of responses; responses right "
+                f"{percent(truth['response_accuracy'])}"
+            )
+            print(f"    majority right by its votes: {votes}")
     print(json.dumps(summary))
 
 

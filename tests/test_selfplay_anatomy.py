@@ -78,3 +78,48 @@ def test_counts_answers_and_instructions(tmp_path: Path) -> None:
     assert instructions["contaminated_share"] == 0.25
     assert instructions["trained"] == 2 and instructions["trained_on_template"] == 1
     assert instructions["trained_examples"] == ["What is 2.5 * 4?", "Name a prime."]
+
+
+def group(problem: str, responses: list[str], rewards: list[float], majority: str | None) -> dict:
+    ratio = None if majority is None else sum(rewards) / len(rewards)
+    return {
+        "step": 1,
+        "problem": problem,
+        "label": None,
+        "responses": responses,
+        "rewards": rewards,
+        "majority_ratio": ratio,
+        "majority_answer": majority,
+    }
+
+
+def test_grades_the_vote_against_arithmetic(tmp_path: Path) -> None:
+    run = tmp_path / "bench" / "serl"
+    write_jsonl(
+        run / "rollouts" / "step_000001.jsonl",
+        [
+            group("What is 3 + 4?", ["3 + 4 = 7", "7", "8", "7."], [1, 1, 0, 1], "7"),  # right, in the band
+            group("What is 10 / 4?", ["2.5", "2", "2", "$\\frac{5}{2}$"], [0, 1, 1, 0], "2"),  # wrong, in the band
+            group("What is 5 - 9?", ["-4", "It is -4.", "-4", "-4"], [1, 1, 1, 1], "-4"),  # right, 4/4: outside
+            group("Name a prime.", ["7", "7", "2", "3"], [1, 1, 0, 0], "7"),  # no arithmetic truth: not graded
+            group("What is 2 + 2?", ["4", "5", "4", "4"], [1, 0, 1, 1], None),  # gt arm: no vote to grade
+        ],
+        torn_tail=True,
+    )
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "selfplay_anatomy.py"), str(tmp_path / "bench"), "--arms", "serl"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    truth = json.loads(proc.stdout.strip().splitlines()[-1])["arms"]["serl"]["vote_truth"]
+    assert truth["groups"] == 3 and truth["label_accuracy"] == round(2 / 3, 4)
+    assert truth["band"] == [0.2, 0.8] and truth["band_groups"] == 2 and truth["band_label_accuracy"] == 0.5
+    assert truth["band_reward_accuracy"] == 0.5  # 4 of 4 agree on 3 + 4, none of 4 on 10 / 4
+    assert truth["response_accuracy"] == 0.75  # 3 + 2 + 4 of 12
+    assert truth["by_votes"] == {
+        "2": {"groups": 1, "majority_right": 0},
+        "3": {"groups": 1, "majority_right": 1},
+        "4": {"groups": 1, "majority_right": 1},
+    }
