@@ -14,7 +14,14 @@ How right the vote was (arms with a majority vote: serl, maj, shuffle): a bare "
 that arithmetic gives, self-written or not, so the rollout log's groups on such problems are graded against it, as
 TTRL's label and reward accuracy are on labelled sets: how often the majority answer is right (all groups, the groups
 inside the run's difficulty band, and by the majority's votes), how often a response is right, and how often a
-response's vote reward equals its true reward inside the band.
+response's vote reward equals its true reward inside the band. The band's groups are also split by whether the
+problem lies in the seeds' range: its operation occurs among the run's bare-arithmetic seed problems (data.seed_path
+in its config.yaml) and its operands and result lie within the seeds' bounds for that operation (whole, where every
+seed result is). The same split counts the problems an arm trained on.
+
+    .venv/bin/python benchmarks/selfplay_anatomy.py --problems generated.jsonl [--seed-path embedded:arithmetic-l1]
+
+counts instead the problems of `serl generate` output files that lie in the range of the given seeds.
 
 Prints one table per arm, then one JSON line with every figure.
 """
@@ -26,18 +33,30 @@ import json
 import operator
 import re
 from collections import Counter
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from serl.data import DataError, load_problems
 from serl.reward.ground_truth import gt_rewards
 
 DEFAULT_ARMS = "serl,gt,maj,shuffle"
 OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "x": operator.mul, "×": operator.mul}
 OPERATIONS |= {"/": operator.truediv, "÷": operator.truediv}
 BARE_ARITHMETIC = re.compile(r"^\s*What is (-?\d+(?:\.\d+)?) ?([-+*/×÷x]) ?(-?\d+(?:\.\d+)?)\s*\?\s*$")
+CANONICAL_OPERATOR = {"x": "*", "×": "*", "÷": "/"}
+
+
+@dataclass(frozen=True)
+class OperatorRange:
+    limits: tuple[tuple[Fraction, Fraction], ...]  # (low, high) of a, b and the result
+    whole: bool  # every seed result is a whole number
+
+
+SeedRange = dict[str, OperatorRange]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -80,8 +99,11 @@ def eval_files(run_dir: Path) -> dict[str, dict[int, Path]]:
     return found
 
 
-def instruction_anatomy(run_dir: Path, template: re.Pattern[str], examples: int) -> dict[str, Any] | None:
-    """Candidates, contamination and trained problems from instructions/iter_*.jsonl; None for a run without them."""
+def instruction_anatomy(
+    run_dir: Path, template: re.Pattern[str], examples: int, seeds: SeedRange | None = None
+) -> dict[str, Any] | None:
+    """Candidates, contamination and trained problems from instructions/iter_*.jsonl; None for a run without them.
+    SEEDS: also count the trained problems in the seeds' range."""
     paths = sorted((run_dir / "instructions").glob("iter_*.jsonl"))
     if not paths:
         return None
@@ -97,27 +119,76 @@ def instruction_anatomy(run_dir: Path, template: re.Pattern[str], examples: int)
         "contaminated_share": round(contaminated / candidates, 4) if candidates else 0.0,
         "trained": len(trained),
         "trained_on_template": sum(bool(template.match(text)) for text in trained),
+        "trained_in_seed_range": None if seeds is None else sum(in_seed_range(text, seeds) for text in trained),
         "trained_examples": trained[:examples],
     }
 
 
-def arithmetic_label(problem: str) -> str | None:
-    """The answer of a bare "What is a op b?" problem as a label ("-8", "\\frac{55}{2}"); None for any other problem."""
+def bare_arithmetic(problem: str) -> tuple[Fraction, str, Fraction, Fraction] | None:
+    """(a, operator, b, a op b) of a bare "What is a op b?" problem; None for any other problem or a division by 0."""
     match = BARE_ARITHMETIC.match(problem)
     if match is None:
         return None
-    a, op, b = Fraction(match[1]), match[2], Fraction(match[3])
-    if op in "÷/" and b == 0:
+    a, op, b = Fraction(match[1]), CANONICAL_OPERATOR.get(match[2], match[2]), Fraction(match[3])
+    if op == "/" and b == 0:
         return None
-    value = OPERATIONS[op](a, b)
+    return a, op, b, OPERATIONS[op](a, b)
+
+
+def seed_range(problems: list[str]) -> SeedRange:
+    """Per operator of the bare-arithmetic seed problems, the bounds of a, b and the result, and whether every result
+    is whole."""
+    values: dict[str, list[tuple[Fraction, Fraction, Fraction]]] = {}
+    for problem in problems:
+        if (parsed := bare_arithmetic(problem)) is not None:
+            a, op, b, result = parsed
+            values.setdefault(op, []).append((a, b, result))
+    bounds: SeedRange = {}
+    for op, rows in values.items():
+        columns = list(zip(*rows, strict=True))
+        bounds[op] = OperatorRange(
+            limits=tuple((min(c), max(c)) for c in columns),
+            whole=all(result.denominator == 1 for result in columns[2]),
+        )
+    return bounds
+
+
+def in_seed_range(problem: str, bounds: SeedRange) -> bool:
+    if (parsed := bare_arithmetic(problem)) is None or parsed[1] not in bounds:
+        return False
+    a, op, b, result = parsed
+    seeds = bounds[op]
+    inside = all(low <= v <= high for v, (low, high) in zip((a, b, result), seeds.limits, strict=True))
+    return inside and (not seeds.whole or result.denominator == 1)
+
+
+def run_seed_range(run_dir: Path) -> SeedRange | None:
+    """The seeds' range of the run's data.seed_path (config.yaml); None when it cannot be read or has no bare sums."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return None
+    data = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("data", {})
+    try:
+        seeds = load_problems(data.get("seed_path", ""), data.get("input_key", "problem"))
+    except (DataError, OSError):
+        return None
+    return seed_range([seed.prompt for seed in seeds]) or None
+
+
+def arithmetic_label(problem: str) -> str | None:
+    """The answer of a bare "What is a op b?" problem as a label ("-8", "\\frac{55}{2}"); None for any other problem."""
+    if (parsed := bare_arithmetic(problem)) is None:
+        return None
+    value = parsed[3]
     if value.denominator == 1:
         return str(value.numerator)
     sign = "-" if value < 0 else ""
     return f"{sign}\\frac{{{abs(value.numerator)}}}{{{value.denominator}}}"
 
 
-def vote_truth(run_dir: Path, num_workers: int = 0) -> dict[str, Any] | None:
-    """The vote graded against arithmetic on the rollout log's bare-arithmetic groups; None when there are none."""
+def vote_truth(run_dir: Path, seeds: SeedRange | None = None, num_workers: int = 0) -> dict[str, Any] | None:
+    """The vote graded against arithmetic on the rollout log's bare-arithmetic groups; None when there are none.
+    SEEDS: also split the band's groups by whether their problem lies in the seeds' range."""
     records = [r for path in sorted((run_dir / "rollouts").glob("step_*.jsonl")) for r in read_jsonl(path)]
     groups = [
         (r, label)
@@ -139,6 +210,7 @@ def vote_truth(run_dir: Path, num_workers: int = 0) -> dict[str, Any] | None:
     majority_right, response_right = truth[: len(groups)], iter(truth[len(groups) :])
     by_votes: dict[int, list[int]] = {}
     band_right = band_groups = agree = band_responses = 0
+    by_range = {side: {"groups": 0, "majority_right": 0} for side in ("in", "out")}
     right = total = 0
     for (record, _), majority_ok in zip(groups, majority_right, strict=True):
         verdicts = [next(response_right) for _ in record["responses"]]
@@ -147,6 +219,12 @@ def vote_truth(run_dir: Path, num_workers: int = 0) -> dict[str, Any] | None:
         counts[0], counts[1] = counts[0] + 1, counts[1] + int(majority_ok > 0)
         if low <= record["majority_ratio"] <= high:
             band_groups, band_right = band_groups + 1, band_right + int(majority_ok > 0)
+            if seeds is not None:
+                side = by_range["in" if in_seed_range(record["problem"], seeds) else "out"]
+                side["groups"], side["majority_right"] = (
+                    side["groups"] + 1,
+                    side["majority_right"] + int(majority_ok > 0),
+                )
             band_responses += len(verdicts)
             agree += sum((w > 0) == (v > 0) for w, v in zip(record["rewards"], verdicts, strict=True))
     return {
@@ -158,7 +236,19 @@ def vote_truth(run_dir: Path, num_workers: int = 0) -> dict[str, Any] | None:
         "band_reward_accuracy": round(agree / band_responses, 4) if band_responses else None,
         "response_accuracy": round(right / total, 4) if total else None,
         "by_votes": {str(votes): {"groups": n, "majority_right": ok} for votes, (n, ok) in sorted(by_votes.items())},
+        "band_by_seed_range": None if seeds is None else by_range,
     }
+
+
+def count_in_range(paths: list[Path], seed_path: str) -> None:
+    """Print, per `serl generate` output file, how many of its problems lie in the range of the seeds at SEED_PATH."""
+    seeds = seed_range([seed.prompt for seed in load_problems(seed_path)])
+    counts = {}
+    for path in paths:
+        problems = [record["problem"] for record in read_jsonl(path)]
+        counts[str(path)] = {"problems": len(problems), "in_seed_range": sum(in_seed_range(p, seeds) for p in problems)}
+        print(f"{path}: {counts[str(path)]['in_seed_range']} of {len(problems)} in the range of {seed_path}")
+    print(json.dumps({"seed_path": seed_path, "files": counts}))
 
 
 def percent(share: float | None) -> str:
@@ -167,14 +257,23 @@ def percent(share: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench_dir", type=Path, help="the --out directory of bench_selfplay.py")
+    parser.add_argument("bench_dir", type=Path, nargs="?", help="the --out directory of bench_selfplay.py")
     parser.add_argument("--arms", default=DEFAULT_ARMS, help="comma-separated arm directories to read")
     parser.add_argument("--pattern", default="calculator", help="a case-insensitive regex to count in the responses")
     parser.add_argument(
         "--template", default=r"^What is -?[\d.]+ ?[-+*/÷×–] ?-?[\d.]+\?$", help="a regex for held-out-shaped problems"
     )
     parser.add_argument("--examples", type=int, default=5, help="trained problems to show per arm")
+    parser.add_argument(
+        "--problems", type=Path, nargs="+", help="instead: count the problems of these `serl generate` files in range"
+    )
+    parser.add_argument("--seed-path", default="embedded:arithmetic-l1", help="the seeds whose range --problems uses")
     args = parser.parse_args()
+    if args.problems:
+        count_in_range(args.problems, args.seed_path)
+        return
+    if args.bench_dir is None:
+        parser.error("give a bench directory, or --problems")
     pattern = re.compile(args.pattern, re.IGNORECASE)
 
     summary: dict[str, Any] = {"bench_dir": str(args.bench_dir), "pattern": args.pattern, "arms": {}}
@@ -187,10 +286,11 @@ def main() -> None:
         for name, steps in eval_files(run_dir).items():
             first, last = min(steps), max(steps)
             figures[name] = {str(s): answer_anatomy(read_jsonl(steps[s]), pattern) for s in sorted({first, last})}
-        instructions = instruction_anatomy(run_dir, re.compile(args.template), args.examples)
+        seeds = run_seed_range(run_dir)
+        instructions = instruction_anatomy(run_dir, re.compile(args.template), args.examples, seeds)
         if instructions is not None:
             figures["instructions"] = instructions
-        truth = vote_truth(run_dir)
+        truth = vote_truth(run_dir, seeds)
         if truth is not None:
             figures["vote_truth"] = truth
         summary["arms"][arm] = figures
@@ -211,6 +311,11 @@ def main() -> None:
                 f"  instructions: {instructions['candidates']} candidates, {instructions['contaminated']} "
                 f"({instructions['contaminated_share']:.0%}) dropped as contaminated, "
                 f"{instructions['trained']} trained, {instructions['trained_on_template']} of them on the template"
+                + (
+                    ""
+                    if instructions["trained_in_seed_range"] is None
+                    else f", {instructions['trained_in_seed_range']} in the seeds' range"
+                )
             )
             for text in instructions["trained_examples"]:
                 print(f"    trained: {text[:100]!r}")
@@ -224,6 +329,15 @@ def main() -> None:
                 f"{percent(truth['response_accuracy'])}"
             )
             print(f"    majority right by its votes: {votes}")
+            if truth["band_by_seed_range"] is not None:
+                sides = truth["band_by_seed_range"]
+                print(
+                    "    in the band, majority right: "
+                    + "; ".join(
+                        f"{label} {c['majority_right']}/{c['groups']}"
+                        for label, c in (("in the seeds' range", sides["in"]), ("outside", sides["out"]))
+                    )
+                )
     print(json.dumps(summary))
 
 
