@@ -44,8 +44,7 @@ from serl.data import DataError, load_problems
 from serl.reward.ground_truth import gt_rewards
 
 DEFAULT_ARMS = "serl,gt,maj,shuffle"
-OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "x": operator.mul, "×": operator.mul}
-OPERATIONS |= {"/": operator.truediv, "÷": operator.truediv}
+OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 BARE_ARITHMETIC = re.compile(r"^\s*What is (-?\d+(?:\.\d+)?) ?([-+*/×÷x]) ?(-?\d+(?:\.\d+)?)\s*\?\s*$")
 CANONICAL_OPERATOR = {"x": "*", "×": "*", "÷": "/"}
 
@@ -162,12 +161,17 @@ def in_seed_range(problem: str, bounds: SeedRange) -> bool:
     return inside and (not seeds.whole or result.denominator == 1)
 
 
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml as a dict; empty when the run has none."""
+    config_path = run_dir / "config.yaml"
+    return (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}) if config_path.is_file() else {}
+
+
 def run_seed_range(run_dir: Path) -> SeedRange | None:
     """The seeds' range of the run's data.seed_path (config.yaml); None when it cannot be read or has no bare sums."""
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
+    data = run_config(run_dir).get("data", {})
+    if not data:
         return None
-    data = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("data", {})
     try:
         seeds = load_problems(data.get("seed_path", ""), data.get("input_key", "problem"))
     except (DataError, OSError):
@@ -197,12 +201,7 @@ def vote_truth(run_dir: Path, seeds: SeedRange | None = None, num_workers: int =
     ]
     if not groups:
         return None
-    config_path = run_dir / "config.yaml"
-    reward_config = (
-        (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("reward", {})
-        if config_path.is_file()
-        else {}
-    )
+    reward_config = run_config(run_dir).get("reward", {})
     low, high = reward_config.get("difficulty_low", 0.2), reward_config.get("difficulty_high", 0.8)
     texts = [r["majority_answer"] for r, _ in groups] + [text for r, _ in groups for text in r["responses"]]
     labels = [label for _, label in groups] + [label for r, label in groups for _ in r["responses"]]
@@ -221,10 +220,8 @@ def vote_truth(run_dir: Path, seeds: SeedRange | None = None, num_workers: int =
             band_groups, band_right = band_groups + 1, band_right + int(majority_ok > 0)
             if seeds is not None:
                 side = by_range["in" if in_seed_range(record["problem"], seeds) else "out"]
-                side["groups"], side["majority_right"] = (
-                    side["groups"] + 1,
-                    side["majority_right"] + int(majority_ok > 0),
-                )
+                side["groups"] += 1
+                side["majority_right"] += int(majority_ok > 0)
             band_responses += len(verdicts)
             agree += sum((w > 0) == (v > 0) for w, v in zip(record["rewards"], verdicts, strict=True))
     return {
@@ -245,7 +242,12 @@ def count_in_range(paths: list[Path], seed_path: str) -> None:
     seeds = seed_range([seed.prompt for seed in load_problems(seed_path)])
     counts = {}
     for path in paths:
-        problems = [record["problem"] for record in read_jsonl(path)]
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file")
+        records = read_jsonl(path)
+        if missing := next((i for i, r in enumerate(records, 1) if "problem" not in r), None):
+            raise SystemExit(f"{path}: record {missing} has no 'problem' field")
+        problems = [record["problem"] for record in records]
         counts[str(path)] = {"problems": len(problems), "in_seed_range": sum(in_seed_range(p, seeds) for p in problems)}
         print(f"{path}: {counts[str(path)]['in_seed_range']} of {len(problems)} in the range of {seed_path}")
     print(json.dumps({"seed_path": seed_path, "files": counts}))

@@ -157,3 +157,19 @@ def test_counts_generated_problems_in_the_embedded_seeds_range(tmp_path: Path) -
     counts = anatomy("--problems", str(generated))[1]
     assert counts["seed_path"] == "embedded:arithmetic-l1"
     assert counts["files"][str(generated)] == {"problems": 5, "in_seed_range": 2}
+
+
+def test_problems_files_without_the_problem_field_or_missing_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    write_jsonl(bad, [{"problem": "What is 1 + 2?"}, {"question": "What is 3 + 4?"}])
+    for path, message in (
+        (bad, "bad.jsonl: record 2 has no 'problem' field"),
+        (tmp_path / "gone.jsonl", "no such file"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "selfplay_anatomy.py"), "--problems", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
