@@ -28,7 +28,8 @@ seed can land far apart (on level 1 at 8 steps the shuffled control moved 23 poi
 questions), and the per-run interval covers only the questions.
 
 Interrupted, the same command goes on where it stopped: finished arms are read back, a started one resumes from
-its last checkpoint (`serl train --resume`). Deterministic for a given preset and seed (train.seed): every sample is
+its last checkpoint (`serl train --resume`). An arm's checkpoints (about 2 GB) are removed once its figures are
+recorded, unless --keep-checkpoints. Deterministic for a given preset and seed (train.seed): every sample is
 drawn from a seed derived from it. What varies between runs: nothing on the same machine and thread count; across
 CPUs, bf16 and fp32 kernels round differently, so samples (and hence figures) differ a little.
 
@@ -91,9 +92,25 @@ def train_arm(name: str, preset: str, overrides: list[str], out: Path, evaluate_
     return state
 
 
-def sampled_eval(name: str, model: str, cfg: Any, out: Path, n: int, questions: int) -> dict[str, float]:
-    """mean@n, maj@n, pass@n on the first QUESTIONS held-out questions, sampled as the preset's sampled eval."""
+def sampled_eval(name: str, cfg: Any, out: Path, n: int, questions: int) -> dict[str, float]:
+    """mean@n, maj@n, pass@n on the first QUESTIONS held-out questions, sampled as the preset's sampled eval: of
+    the base model, or of a training arm's last export (recorded once, so read back after its checkpoints went)."""
     target = out / f"{name}-sampled"
+    if not (target / "metrics.json").exists():
+        run_child(sampled_eval_command(name, cfg, target, n, questions), out / f"{name}.log")
+    (per_set,) = json.loads((target / "metrics.json").read_text()).values()
+    return {f"{k}@{n}": round(per_set[f"{k}@{n}"], 4) for k in ("mean", "maj", "pass")}
+
+
+def sampled_eval_command(name: str, cfg: Any, target: Path, n: int, questions: int) -> list[str]:
+    out = target.parent
+    if name == "base":
+        model = cfg.model.policy
+    elif exports := sorted((out / name / "checkpoints").glob("iter_*_hf")):
+        model = str(exports[-1])
+    else:
+        raise SystemExit(f"{name}: no export under {out / name / 'checkpoints'} to evaluate; delete {out / name}*")
+    print(f"{name}: sampled eval, {questions} questions x {n}", file=sys.stderr)
     e, r = cfg.eval, cfg.rollout
     cmd = [
         sys.executable, "-m", "serl", "eval", e.datasets[0], "--model", model, "--out", str(target), "--quiet",
@@ -101,13 +118,7 @@ def sampled_eval(name: str, model: str, cfg: Any, out: Path, n: int, questions: 
         "--top-p", str(e.sample_top_p), "--max-new-tokens", str(e.max_new_tokens), "--max-samples", str(questions),
         "--seed", str(cfg.train.seed),
     ]  # fmt: skip
-    if r.dtype:
-        cmd += ["--dtype", r.dtype]
-    if not (target / "metrics.json").exists():
-        print(f"{name}: sampled eval, {questions} questions x {n}", file=sys.stderr)
-        run_child(cmd, out / f"{name}.log")
-    (per_set,) = json.loads((target / "metrics.json").read_text()).values()
-    return {f"{k}@{n}": round(per_set[f"{k}@{n}"], 4) for k in ("mean", "maj", "pass")}
+    return cmd + (["--dtype", r.dtype] if r.dtype else [])
 
 
 def seed_contamination(cfg: Any) -> dict[str, Any]:
@@ -187,7 +198,7 @@ def measure(args: argparse.Namespace, arms: list[str], training: list[str], over
     summary["seed_contamination"] = seed_contamination(cfg)
     summary["base"] = {"pass@1": round(sum(base.values()) / len(base), 4)}
     if "base" in arms:
-        summary["base"] |= sampled_eval("base", cfg.model.policy, cfg, out, args.sample_n, args.sample_questions)
+        summary["base"] |= sampled_eval("base", cfg, out, args.sample_n, args.sample_questions)
     finals: dict[str, dict[str, float]] = {}  # each arm's last held-out answers, question by question
     for name in training:
         run = load_run(out / name)
@@ -197,15 +208,18 @@ def measure(args: argparse.Namespace, arms: list[str], training: list[str], over
         curve = [[s, round(sum(run.answers[dataset][s].values()) / len(run.answers[dataset][s]), 4)] for s in steps]
         if steps[0] != 0:
             curve.insert(0, [0, summary["base"]["pass@1"]])
-        export = sorted((out / name / "checkpoints").glob("iter_*_hf"))[-1]
         results[name] |= {
             "steps": steps[-1],
             "pass@1": round(sum(final.values()) / len(final), 4),
             **rounded(diff),
             "curve": curve,
             **vote_accuracy(run),
-            **sampled_eval(name, str(export), cfg, out, args.sample_n, args.sample_questions),
+            **sampled_eval(name, cfg, out, args.sample_n, args.sample_questions),
         }
+        checkpoints = out / name / "checkpoints"
+        if not args.keep_checkpoints and checkpoints.exists():  # ~2 GB an arm: a six-seed bench would fill a disk
+            shutil.rmtree(checkpoints)
+            print(f"{name}: figures recorded; removed {checkpoints} (--keep-checkpoints keeps them)", file=sys.stderr)
     summary["arms"] = results
     if "serl" in finals and "shuffle" in finals:
         paired = paired_bootstrap([finals["shuffle"][q] for q in questions], [finals["serl"][q] for q in questions])
@@ -312,6 +326,11 @@ def main() -> None:
         metavar="S1,S2,...",
         help="training seeds (train.seed): every arm runs once per seed under OUT/seed-S, and the targets are judged "
         "on the gains pooled over seeds, with a bootstrap over seeds and questions",
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each arm's checkpoints (about 2 GB an arm); by default they go once its figures are recorded",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every child (OMP_NUM_THREADS)")
     args = parser.parse_args()
