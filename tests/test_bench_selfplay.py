@@ -115,3 +115,16 @@ def test_vote_accuracy_is_the_mean_over_the_steps_that_logged_it() -> None:
     assert bench_module().vote_accuracy(run) == {"label_accuracy": 0.375, "reward_accuracy": 0.75}
     unlabelled = RunData(run_dir=REPO, steps=[{"step": 1}], evals={}, instructions=[])  # serl mode: no labels
     assert bench_module().vote_accuracy(unlabelled) == {"label_accuracy": None, "reward_accuracy": None}
+
+
+def test_a_finished_arm_reads_back_its_sampled_eval_without_checkpoints(tmp_path: Path) -> None:
+    """The bench removes an arm's checkpoints once its figures are recorded: the read-back takes the recorded
+    sampled eval, and an arm with neither a recorded eval nor an export is a clear error, not an IndexError."""
+    bench = bench_module()
+    cfg = load_config("cpu-learn", [])
+    recorded = {"mean@8": 0.29751, "maj@8": 0.34, "pass@8": 0.66, "pass@1": 0.29751}
+    (tmp_path / "serl-sampled").mkdir()
+    (tmp_path / "serl-sampled" / "metrics.json").write_text(json.dumps({"heldout-200-500": recorded}))
+    assert bench.sampled_eval("serl", cfg, tmp_path, 8, 50) == {"mean@8": 0.2975, "maj@8": 0.34, "pass@8": 0.66}
+    with pytest.raises(SystemExit, match=r"gt: no export under .*checkpoints to evaluate"):
+        bench.sampled_eval("gt", cfg, tmp_path, 8, 50)
