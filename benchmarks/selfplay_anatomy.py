@@ -239,15 +239,13 @@ def vote_truth(run_dir: Path, seeds: SeedRange | None = None, num_workers: int =
 
 def count_in_range(paths: list[Path], seed_path: str) -> None:
     """Print, per `serl generate` output file, how many of its problems lie in the range of the seeds at SEED_PATH."""
-    seeds = seed_range([seed.prompt for seed in load_problems(seed_path)])
+    try:  # the project's reader: a missing file, a bad line or a record without 'problem' is one line naming it
+        seeds = seed_range([seed.prompt for seed in load_problems(seed_path)])
+        files = {path: [problem.prompt for problem in load_problems(path, "problem")] for path in paths}
+    except DataError as err:
+        raise SystemExit(str(err)) from None
     counts = {}
-    for path in paths:
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such file")
-        records = read_jsonl(path)
-        if missing := next((i for i, r in enumerate(records, 1) if "problem" not in r), None):
-            raise SystemExit(f"{path}: record {missing} has no 'problem' field")
-        problems = [record["problem"] for record in records]
+    for path, problems in files.items():
         counts[str(path)] = {"problems": len(problems), "in_seed_range": sum(in_seed_range(p, seeds) for p in problems)}
         print(f"{path}: {counts[str(path)]['in_seed_range']} of {len(problems)} in the range of {seed_path}")
     print(json.dumps({"seed_path": seed_path, "files": counts}))

@@ -163,8 +163,8 @@ def test_problems_files_without_the_problem_field_or_missing_are_named(tmp_path:
     bad = tmp_path / "bad.jsonl"
     write_jsonl(bad, [{"problem": "What is 1 + 2?"}, {"question": "What is 3 + 4?"}])
     for path, message in (
-        (bad, "bad.jsonl: record 2 has no 'problem' field"),
-        (tmp_path / "gone.jsonl", "no such file"),
+        (bad, "bad.jsonl:2: missing key 'problem'"),
+        (tmp_path / "gone.jsonl", "gone.jsonl: file not found"),
     ):
         proc = subprocess.run(
             [sys.executable, str(REPO / "benchmarks" / "selfplay_anatomy.py"), "--problems", str(path)],
