@@ -42,6 +42,7 @@ import yaml
 
 from serl.data import DataError, load_problems
 from serl.reward.ground_truth import gt_rewards
+from serl.selfinstruct.filters import states_a_result
 
 DEFAULT_ARMS = "serl,gt,maj,shuffle"
 OPERATIONS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
@@ -119,6 +120,7 @@ def instruction_anatomy(
         "trained": len(trained),
         "trained_on_template": sum(bool(template.match(text)) for text in trained),
         "trained_in_seed_range": None if seeds is None else sum(in_seed_range(text, seeds) for text in trained),
+        "trained_stating_result": sum(states_a_result(text) for text in trained),  # "What is 27 * 2 = 54?"
         "trained_examples": trained[:examples],
     }
 
@@ -316,6 +318,7 @@ def main() -> None:
                     if instructions["trained_in_seed_range"] is None
                     else f", {instructions['trained_in_seed_range']} in the seeds' range"
                 )
+                + f", {instructions['trained_stating_result']} stating their own result"
             )
             for text in instructions["trained_examples"]:
                 print(f"    trained: {text[:100]!r}")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from serl.selfinstruct.difficulty import difficulty_fate, passes_difficulty
-from serl.selfinstruct.filters import RULES, clean_item, rule_violation
+from serl.selfinstruct.filters import RULES, clean_item, rule_violation, states_a_result
 
 GOOD = "Find the value of $x$ such that $2x + 3 = 11$."
 
@@ -120,7 +120,49 @@ def test_rules_report_the_first_failure_in_the_reference_order():
         "write_a_program",
         "leading_punctuation",
         "non_ascii_start",
+        "stated_result",
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is 27 * 2 = 54.",
+        "What is 226/10 = 22.67 rounded to the nearest tenth of a second.",
+        "What is (5 * 6) / 2 = 15?",
+        "What is -3 + 5 = 2?",
+        "Compute 1,000 + 500 = 1,500 again.",
+        "Given that 2^10 = 1024, what is 2^11?",
+        "What is 2 * (3^2) + 3 * (11 + 11) = 2 * (3^2).",  # an identity between two sums also states a value
+    ],
+)
+def test_a_problem_that_states_the_value_of_a_sum_is_caught(text):
+    assert states_a_result(text)
+    assert rule_violation(text, reject_stated_results=True) == "stated_result"
+    assert rule_violation(text) is None  # not a reference rule: off unless asked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is 49 + 38?",
+        "What is 32 - 45 = ?",  # asks, does not state
+        "Solve 3x + 2 + 4 = 11 for x.",  # the sum before "=" holds a variable
+        "Find x if x^2 + 4 = 13.",
+        "If 2x + 3 = 7, what is x?",
+        "Let ab2 + 3 = 5, find b.",
+        "What is 2 + 3 = 5x when x is 1?",  # the right side is a term in x, not a number
+        "Is 3 + 4 >= 7 or 3 == 3 true?",  # comparisons, not "="
+        "Price: 5 = 5 dollars, what is 3 more?",  # no operation before "="
+    ],
+)
+def test_equations_and_open_questions_are_not_stated_results(text):
+    assert not states_a_result(text)
+    assert rule_violation(text, reject_stated_results=True) is None
+
+
+def test_stated_result_runs_after_the_reference_rules():
+    assert rule_violation("What is 1+1=2?", reject_stated_results=True) == "length"  # three words
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,14 @@ def test_screening_gives_every_item_an_id_and_a_fate(tmp_path):
     assert all(line["iteration"] == 1 and line["step"] == 0 for line in lines)
 
 
+def test_a_problem_that_states_its_result_is_rejected_only_when_asked():
+    responses = ["9. What is 27 * 2 = 54.\n10. What is 27 * 3 = ?\n11. Solve 3x + 2 = 11 for x."]
+    asked = screen_responses(responses, Pools(seeds=SEEDS), NoveltyIndex(0.7), step=0, reject_stated_results=True)
+    assert [r["fate"] for r in asked] == ["rejected:rule:stated_result", "accepted", "accepted"]
+    default = screen_responses(responses, Pools(seeds=SEEDS), NoveltyIndex(0.7), step=0)
+    assert default[0]["fate"] == "accepted"
+
+
 def test_fates_move_problems_between_pools_and_rebuild_exactly(tmp_path):
     pools, index = Pools(seeds=SEEDS), NoveltyIndex(0.7)
     run_round(tmp_path, pools, index, ROUND_1, step=0)

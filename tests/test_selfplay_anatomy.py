@@ -58,7 +58,7 @@ def test_counts_answers_and_instructions(tmp_path: Path) -> None:
     write_jsonl(run / "eval" / "step_000004_arith.jsonl", [answer("abc", "1", False)])
     write_jsonl(run / "eval" / "step_000008_arith.jsonl", [answer("77", "77", True), answer("8", "8", True)])
     fates = [("What is 3 + 4?", "rejected:contamination"), ("What is 2.5 * 4?", "accepted")]
-    fates += [("Name a prime.", "accepted"), ("???", "rejected:novelty")]
+    fates += [("Name a prime, given 2 + 3 = 5.", "accepted"), ("???", "rejected:novelty")]
     write_instruction_log(run, fates, trained=[1, 2], kept=(1,), torn_tail=True)
     stdout, summary = anatomy(str(tmp_path / "bench"), "--arms", "serl,gt")
     assert "gt: no run directory" in stdout
@@ -78,7 +78,8 @@ def test_counts_answers_and_instructions(tmp_path: Path) -> None:
     assert instructions["candidates"] == 4 and instructions["contaminated"] == 1
     assert instructions["contaminated_share"] == 0.25
     assert instructions["trained"] == 2 and instructions["trained_on_template"] == 1
-    assert instructions["trained_examples"] == ["What is 2.5 * 4?", "Name a prime."]
+    assert instructions["trained_stating_result"] == 1
+    assert instructions["trained_examples"] == ["What is 2.5 * 4?", "Name a prime, given 2 + 3 = 5."]
 
 
 def group(problem: str, responses: list[str], rewards: list[float], majority: str | None) -> dict:

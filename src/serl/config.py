@@ -102,6 +102,9 @@ class SelfInstructConfig:
     faithful_capitalize: bool = False  # True reproduces the reference's str.capitalize() (lower-cases the rest)
     min_words: int = 4
     max_words: int = 150
+    # not in the reference: drop a problem that already states the value of a variable-free sum ("What is
+    # 27 * 2 = 54?", rule stated_result); copying the stated value wins a majority vote without any arithmetic
+    reject_stated_results: bool = False
     # JSON with "system" and "user", or a packaged prompt: question_generation (None, serl's) | reference (official)
     prompt_file: str | None = None
     # user: the numbered examples end the user message, as the reference. assistant: they open the assistant's reply

@@ -5,6 +5,10 @@ as the reference does, which also lower-cases everything after the first charact
 `$\\delta abc$`, §9.1); by default only the first character changes. `rule_violation` returns the name of the
 first rule that rejects a cleaned item, in the reference's order, or None.
 
+`stated_result` is not the reference's (it has no check of what a problem says, §1.4 step 4) and runs only when
+asked, after the reference's rules: it rejects a problem that already gives the value of a variable-free sum, such as
+"What is 27 * 2 = 54?". A model that copies the stated value agrees with itself, so a majority vote rewards copying.
+
 The rules decide on the text as the reference sees it, `str.capitalize()`d, whichever mode produced the kept text, so
 both modes keep exactly the same items. (Case-folding is not always reversible: `İ` lower-cases to `i` plus a
 combining dot, so "the İmage" is blacklisted by a case-blind search of the text as written, but not of the
@@ -34,7 +38,12 @@ BLACKLIST = (
 _BLACKLISTED = re.compile(r"\b(?:" + "|".join(map(re.escape, BLACKLIST)) + r")\b", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
-RULES = ("empty", "length", "blacklist", "write_a_program", "leading_punctuation", "non_ascii_start")
+RULES = ("empty", "length", "blacklist", "write_a_program", "leading_punctuation", "non_ascii_start", "stated_result")
+
+# The run of arithmetic characters that ends just before an "=", and what must follow the "=" for it to state a value.
+_ARITHMETIC_TAIL = re.compile(r"[\d.,\s+\-*/×÷^()]*$")
+_OPERATION = re.compile(r"\d\s*\)*\s*[+\-*/×÷^]\s*\(*\s*-?\d")
+_STATED_VALUE = re.compile(r"\s*-?\s*\d+(?:[.,]\d+)*(?!\w)")  # "= 54", "= 1,500", not "= 5x"
 
 
 def clean_item(item: str, *, faithful_capitalize: bool = False) -> str:
@@ -45,9 +54,31 @@ def clean_item(item: str, *, faithful_capitalize: bool = False) -> str:
     return text[:1].title() + text[1:]  # title case of one character is what capitalize() gives the first one
 
 
-def rule_violation(text: str, *, min_words: int = 4, max_words: int = 150) -> str | None:
+def states_a_result(text: str) -> bool:
+    """Whether TEXT writes a variable-free operation, then "=", then a number: "27 * 2 = 54", "(5*6)/2 = 15",
+    "2 * 9 = 2 * (3^2)". Equations with a variable ("3x + 2 + 4 = 11", "x^2 + 4 = 13", "2 + 3 = 5x") and open
+    questions ("32 - 45 = ?") do not count."""
+    for equals in (m.start() for m in re.finditer(r"(?<![=<>!])=(?!=)", text)):
+        if not _STATED_VALUE.match(text, equals + 1):
+            continue
+        left = text[:equals]
+        tail = _ARITHMETIC_TAIL.search(left)
+        assert tail is not None  # the pattern matches the empty string at the end
+        run, before = tail.group(), left[: tail.start()]
+        expression = run.strip(" ,")
+        glued_to_a_word = bool(before) and before[-1].isalnum() and not run[:1].isspace()  # "x2 + 3" is a variable
+        starts_a_term = expression[:1].isdigit() or expression[:1] in "(-"
+        if starts_a_term and not glued_to_a_word and _OPERATION.search(expression):
+            return True
+    return False
+
+
+def rule_violation(
+    text: str, *, min_words: int = 4, max_words: int = 150, reject_stated_results: bool = False
+) -> str | None:
     """The first rule that rejects TEXT (already cleaned), or None when it passes them all; the rules read
-    `TEXT.capitalize()`, as the reference does (see the module docstring)."""
+    `TEXT.capitalize()`, as the reference does (see the module docstring). REJECT_STATED_RESULTS adds
+    `stated_result`, which is not the reference's, after them."""
     seen = text.capitalize()
     if not seen:
         return "empty"
@@ -61,4 +92,6 @@ def rule_violation(text: str, *, min_words: int = 4, max_words: int = 150) -> st
         return "leading_punctuation"
     if not seen[0].isascii():
         return "non_ascii_start"
+    if reject_stated_results and states_a_result(text):
+        return "stated_result"
     return None

@@ -70,6 +70,7 @@ def generation_round(
         faithful_capitalize=si.faithful_capitalize,
         min_words=si.min_words,
         max_words=si.max_words,
+        reject_stated_results=si.reject_stated_results,
         held_out=held_out,
         drop_contaminated=si.drop_contaminated,
         contamination_threshold=si.contamination_threshold,

@@ -57,6 +57,7 @@ def screen_responses(
     faithful_capitalize: bool = False,
     min_words: int = 4,
     max_words: int = 150,
+    reject_stated_results: bool = False,
     held_out: NoveltyIndex | None = None,
     drop_contaminated: bool = True,
     contamination_threshold: float = NEAR_HELD_OUT_BOUND,
@@ -77,7 +78,9 @@ def screen_responses(
         for item in extract_items(response):
             text = clean_item(item, faithful_capitalize=faithful_capitalize)
             record: dict[str, Any] = {"id": pools.next_id + len(records), "step": step, "text": text}
-            rule = rule_violation(text, min_words=min_words, max_words=max_words)
+            rule = rule_violation(
+                text, min_words=min_words, max_words=max_words, reject_stated_results=reject_stated_results
+            )
             if rule is not None:
                 record["fate"] = f"rejected:rule:{rule}"
             records.append(record)
