@@ -198,3 +198,9 @@ def test_difficulty_custom_and_invalid_bounds():
     assert not passes_difficulty(0.3, lo=0.4, hi=0.6)
     with pytest.raises(ValueError, match="lo <= hi"):
         passes_difficulty(0.5, lo=0.9, hi=0.1)
+
+
+def test_stated_result_reads_long_pathological_text_in_one_pass():
+    assert not states_a_result("1 + " * 5000 + "= x")
+    assert states_a_result("Is " + "1 + 1 = 2 and " * 2000 + "so on?")
+    assert not states_a_result("=1" * 4000)  # no operation before any "="

@@ -41,7 +41,7 @@ _WHITESPACE = re.compile(r"\s+")
 RULES = ("empty", "length", "blacklist", "write_a_program", "leading_punctuation", "non_ascii_start", "stated_result")
 
 # The run of arithmetic characters that ends just before an "=", and what must follow the "=" for it to state a value.
-_ARITHMETIC_TAIL = re.compile(r"[\d.,\s+\-*/×÷^()]*$")
+_ARITHMETIC_CHARS = frozenset("0123456789.,+-*/×÷^() \t")
 _OPERATION = re.compile(r"\d\s*\)*\s*[+\-*/×÷^]\s*\(*\s*-?\d")
 _STATED_VALUE = re.compile(r"\s*-?\s*\d+(?:[.,]\d+)*(?!\w)")  # "= 54", "= 1,500", not "= 5x"
 
@@ -61,13 +61,13 @@ def states_a_result(text: str) -> bool:
     for equals in (m.start() for m in re.finditer(r"(?<![=<>!])=(?!=)", text)):
         if not _STATED_VALUE.match(text, equals + 1):
             continue
-        left = text[:equals]
-        tail = _ARITHMETIC_TAIL.search(left)
-        assert tail is not None  # the pattern matches the empty string at the end
-        run, before = tail.group(), left[: tail.start()]
+        start = equals
+        while start > 0 and text[start - 1] in _ARITHMETIC_CHARS:  # a linear walk: no regex backtracking
+            start -= 1
+        run = text[start:equals]
         expression = run.strip(" ,")
-        glued_to_a_word = bool(before) and before[-1].isalnum() and not run[:1].isspace()  # "x2 + 3" is a variable
-        starts_a_term = expression[:1].isdigit() or expression[:1] in "(-"
+        glued_to_a_word = start > 0 and text[start - 1].isalnum() and not run[:1].isspace()  # "x2 + 3": a variable
+        starts_a_term = expression[:1].isdigit() or expression.startswith(("(", "-"))
         if starts_a_term and not glued_to_a_word and _OPERATION.search(expression):
             return True
     return False
