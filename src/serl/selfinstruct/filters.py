@@ -40,10 +40,12 @@ _WHITESPACE = re.compile(r"\s+")
 
 RULES = ("empty", "length", "blacklist", "write_a_program", "leading_punctuation", "non_ascii_start", "stated_result")
 
-# The run of arithmetic characters that ends just before an "=", and what must follow the "=" for it to state a value.
+# stated_result: an "=" that is not part of "==", "<=", ">=" or "!="; what must follow it to state a value; the
+# characters of the sum walked back from it; and the operation that sum must hold
+_EQUALS = re.compile(r"(?<![=<>!])=(?!=)")
+_STATED_VALUE = re.compile(r"\s*-?\s*\d+(?:[.,]\d+)*(?!\w)")  # "= 54", "= 1,500", not "= 5x"
 _ARITHMETIC_CHARS = frozenset("0123456789.,+-*/×÷^() \t")
 _OPERATION = re.compile(r"\d\s*\)*\s*[+\-*/×÷^]\s*\(*\s*-?\d")
-_STATED_VALUE = re.compile(r"\s*-?\s*\d+(?:[.,]\d+)*(?!\w)")  # "= 54", "= 1,500", not "= 5x"
 
 
 def clean_item(item: str, *, faithful_capitalize: bool = False) -> str:
@@ -58,7 +60,7 @@ def states_a_result(text: str) -> bool:
     """Whether TEXT writes a variable-free operation, then "=", then a number: "27 * 2 = 54", "(5*6)/2 = 15",
     "2 * 9 = 2 * (3^2)". Equations with a variable ("3x + 2 + 4 = 11", "x^2 + 4 = 13", "2 + 3 = 5x") and open
     questions ("32 - 45 = ?") do not count."""
-    for equals in (m.start() for m in re.finditer(r"(?<![=<>!])=(?!=)", text)):
+    for equals in (m.start() for m in _EQUALS.finditer(text)):
         if not _STATED_VALUE.match(text, equals + 1):
             continue
         start = equals
